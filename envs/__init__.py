@@ -1,0 +1,1 @@
+"""Worlds and data: tasks in MuJoCo and PyBullet, costs, faults, behaviours, datasets."""

@@ -1,0 +1,104 @@
+"""Scripted PointNav behaviours (DESIGN.md): reckless, cautious, random.
+
+They read only the observation (position, velocity, goal - position, hazard centres -
+position), so they run unchanged in both engines and under faults. Together they give
+a dataset both what to do (reach the goal) and what not to do (touch a hazard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from safecritic.envs.pointnav.task import PointNavParams
+
+_PARAMS = PointNavParams()
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else np.zeros_like(v)
+
+
+def _split(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(velocity, goal - position, hazard centres - position as (n, 2))."""
+    obs = np.asarray(obs, dtype=np.float64)
+    return obs[2:4], obs[4:6], obs[6:].reshape(-1, 2)
+
+
+@dataclass
+class Reckless:
+    """Full speed straight at the goal, with a slowly wandering heading: fast, often crashes."""
+
+    name: str = "reckless"
+    gain: float = 1.0
+    heading_std: float = 0.25  # rad: per-episode heading bias, so some runs miss the hazard
+    noise_std: float = 0.3
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+    _bias: float = 0.0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._bias = float(rng.normal(0.0, self.heading_std))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        _, to_goal, _ = _split(obs)
+        c, s = np.cos(self._bias), np.sin(self._bias)
+        direction = np.array([[c, -s], [s, c]]) @ _unit(to_goal)
+        action = self.gain * direction + self._rng.normal(0.0, self.noise_std, size=2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class Cautious:
+    """Potential field: slow attraction to the goal, repulsion and a sidestep around hazards."""
+
+    name: str = "cautious"
+    gain: float = 0.55  # ~0.7 m/s top speed: safe and slow
+    influence: float = 0.45  # m of clearance inside which a hazard repels
+    repulsion: float = 0.35
+    noise_std: float = 0.1
+    hazard_reach: float = _PARAMS.hazard_radius + _PARAMS.agent_radius
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        vel, to_goal, hazards = _split(obs)
+        goal_dir = _unit(to_goal)
+        push = np.zeros(2)
+        for rel in hazards:
+            away = -rel  # from the hazard centre to the agent
+            clearance = float(np.linalg.norm(away)) - self.hazard_reach
+            if clearance >= self.influence:
+                continue
+            clearance = max(clearance, 1e-3)
+            radial = _unit(away)
+            tangent = np.array([-radial[1], radial[0]])
+            if tangent @ goal_dir < 0:  # go round on the side that leads to the goal
+                tangent = -tangent
+            strength = self.repulsion * (1.0 / clearance - 1.0 / self.influence)
+            push += strength * (radial + tangent)
+        direction = _unit(goal_dir + push)
+        # Brake against the current velocity a little so the sidestep is not overshot.
+        action = self.gain * direction - 0.3 * vel + self._rng.normal(0.0, self.noise_std, size=2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class Random:
+    """Uniform random actions: coverage of the action space, rarely a success."""
+
+    name: str = "random"
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+
+
+POINTNAV_BEHAVIORS = {"reckless": Reckless, "cautious": Cautious, "random": Random}
