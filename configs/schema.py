@@ -8,6 +8,7 @@ as the parts of the stack that use them land.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,7 +72,13 @@ class EnvConfig(StrictModel):
 class DataConfig(StrictModel):
     """The offline dataset: which Minari id, and how to collect it if it is missing."""
 
-    dataset_id: str = Field("safecritic/pointnav/mixed-v0", pattern=r"^[A-Za-z0-9_.\-/]+-v\d+$", description="Minari dataset id, '(namespace/)(env/)name-vN'.")
+    # Minari's own id grammar (minari.dataset.minari_dataset.DATASET_ID_RE), version required:
+    # letters, digits, '_' and '-' only, '/' between namespace parts.
+    dataset_id: str = Field(
+        "safecritic/pointnav/mixed-v0",
+        pattern=r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$",
+        description="Minari dataset id, '(namespace/)name-vN' (letters, digits, _ and - only).",
+    )
     episodes: int = Field(1000, ge=1, le=1_000_000, description="Episodes to collect.")
     behaviors: dict[str, float] = Field(
         default_factory=lambda: {"reckless": 0.4, "cautious": 0.4, "random": 0.2},
@@ -81,8 +88,18 @@ class DataConfig(StrictModel):
     seed: int = Field(0, ge=0, description="Seed of the collection: behaviour choice, noise and env resets.")
     workers: int = Field(2, ge=1, le=64, description="Processes used to collect.")
     calib_fraction: float = Field(0.2, gt=0.0, le=0.9, description="Fraction of episodes held out for calibration (never trained on).")
+    test_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Fraction of episodes held out for reports (neither trained nor calibrated on).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/calibration split by episode.")
     cost_labeler: str | None = Field(None, description="Cost labeler for datasets without a 'cost' info (see envs/labelers.py).")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> "DataConfig":
+        if self.calib_fraction + self.test_fraction >= 0.95:
+            raise ValueError(
+                f"data.calib_fraction + data.test_fraction = {self.calib_fraction + self.test_fraction:g} "
+                "leaves almost nothing to train on; keep their sum below 0.95"
+            )
+        return self
 
     @field_validator("behaviors")
     @classmethod
@@ -103,6 +120,117 @@ class DataConfig(StrictModel):
         return value
 
 
+# Hidden layer widths of an MLP: at least one layer, each 1..4096 wide.
+Hidden = Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=16)]
+
+
+class TaskCriticConfig(StrictModel):
+    """CQL(H) task critic Q_R (Kumar et al. 2020)."""
+
+    members: int = Field(2, ge=1, le=10, description="Ensemble size; the backup takes the minimum (clipped double Q).")
+    # d3rlpy's default is 5 and CORL's 10, for D4RL rewards of ~5 per step; PointNav's are
+    # ~0.6, and alpha acts in Q units: 1 beat 5 (return 23.0 vs 20.3 at 16k updates, docs/design-notes.md).
+    alpha: float = Field(1.0, ge=0.0, le=1000.0, description="Conservative weight of the CQL gap, in Q units.")
+    alpha_mode: Literal["fixed", "lagrangian"] = Field("fixed", description="Fixed alpha, or a dual variable that holds the CQL gap at target_gap.")
+    target_gap: float = Field(5.0, description="Lagrangian mode: the CQL gap (logsumexp - data Q) the dual variable aims at.")
+    alpha_lr: float = Field(1e-3, gt=0.0, le=10.0, description="Lagrangian mode: projected-ascent step of alpha.")
+    backup_entropy: bool = Field(False, description="Subtract temperature * log pi in the backup (CORL's default: off).")
+    curriculum: Literal["none", "ood_weighted"] = Field(
+        "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
+    )
+    curriculum_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softness of the OOD weight, in units of the calibration scores' spread.")
+
+
+class AccidentCriticConfig(StrictModel):
+    """CSC-style accident critic Q_C: over-estimates the discounted accident probability off the data."""
+
+    enabled: bool = Field(True, description="Train Q_C (plain CQL runs switch it off).")
+    members: int = Field(2, ge=1, le=10, description="Ensemble size; the backup takes the maximum (pessimistic about safety).")
+    gamma: float = Field(0.99, gt=0.0, lt=1.0, description="Discount of costs.")
+    # Q_C lives in [0, 1]: the push-down on data biases it by at most alpha/4, and alpha = 1
+    # overwhelmed the Bellman term (docs/design-notes.md).
+    alpha: float = Field(0.05, ge=0.0, le=1000.0, description="Weight of the push-up term E_mu[Q_C] - E_D[Q_C] (opposite sign to CQL).")
+
+
+class OODConfig(StrictModel):
+    """Contrastive OOD detector of (s, a) pairs: InfoNCE over actions + binary NCE with joint negatives."""
+
+    # 128 wide: 256 scored the same AUROC (0.912 vs 0.916 after 8000 steps) at 2.6x the time.
+    hidden: Hidden = Field(default_factory=lambda: [128, 128])
+    lr: float = Field(3e-4, gt=0.0, le=1.0)
+    steps: int = Field(4000, ge=0, le=10_000_000, description="Gradient steps (trained before the critics); AUROC plateaus by ~4000.")
+    batch_size: int = Field(256, ge=2, le=65536)
+    uniform_negatives: int = Field(16, ge=0, le=1024, description="Uniform actions per state (Implicit BC uses uniform counter-examples).")
+    perturb_scales: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5], description="Std of data-action perturbations, as fractions of the action range.")
+    perturb_negatives: int = Field(2, ge=0, le=256, description="Perturbed actions per scale and state.")
+    batch_negatives: int = Field(8, ge=0, le=1024, description="Other actions of the batch per state.")
+    nce_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the binary NCE term (joint negatives; catches OOD states).")
+    state_noise: float = Field(0.5, ge=0.0, le=100.0, description="Std of state perturbations for joint negatives, in normalised units.")
+    box_widen: float = Field(1.5, ge=1.0, le=100.0, description="Uniform joint negatives come from the data's state box widened by this factor.")
+    false_alarm_rate: float = Field(0.01, gt=0.0, lt=1.0, description="alpha_fa: target false-alarm rate of the split-conformal threshold.")
+    calib_stride: int = Field(5, ge=1, le=1000, description="Use every k-th calibration step (against autocorrelation; REFERENCES: 5-10).")
+
+
+class CriticsConfig(StrictModel):
+    """The value side: shared sizes and optimisation, then each critic's own terms."""
+
+    # Right-sized for PointNav's 14 inputs on 2 cores (d3rlpy/CORL use 256 wide for D4RL).
+    hidden: Hidden = Field(default_factory=lambda: [192, 192], description="Hidden widths of each Q network.")
+    layer_norm: bool = False
+    shared_trunk: bool = Field(
+        True, description="One trunk per member with a Q_R head and a Q_C head (half the FLOPs) instead of separate Q_R and Q_C members."
+    )
+    gamma: float = Field(0.99, gt=0.0, lt=1.0, description="Discount of rewards.")
+    tau: float = Field(0.005, gt=0.0, le=1.0, description="Polyak rate of the target networks.")
+    lr: float = Field(3e-4, gt=0.0, le=1.0, description="Critic learning rate (d3rlpy and CORL: 3e-4).")
+    batch_size: int = Field(256, ge=2, le=65536)
+    sampled_actions: int = Field(4, ge=1, le=256, description="Actions sampled per source (uniform, pi(s), pi(s')) for the conservative terms (CQL's paper: 10; 4 suffices for 2-D actions).")
+    task: TaskCriticConfig = Field(default_factory=TaskCriticConfig)
+    accident: AccidentCriticConfig = Field(default_factory=AccidentCriticConfig)
+    ood: OODConfig = Field(default_factory=OODConfig)
+
+    @model_validator(mode="after")
+    def _shared_trunk_needs_equal_members(self) -> "CriticsConfig":
+        if self.shared_trunk and self.accident.enabled and self.task.members != self.accident.members:
+            raise ValueError(
+                f"critics.shared_trunk needs critics.task.members == critics.accident.members "
+                f"(got {self.task.members} and {self.accident.members})"
+            )
+        return self
+
+
+class PriorConfig(StrictModel):
+    """Behaviour prior pi_beta: a Gaussian mixture fitted by maximum likelihood (also the BC baseline)."""
+
+    components: int = Field(4, ge=1, le=64, description="Mixture components (the data mixes several behaviours).")
+    hidden: Hidden = Field(default_factory=lambda: [256, 256])
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    steps: int = Field(4000, ge=0, le=10_000_000)
+    batch_size: int = Field(256, ge=2, le=65536)
+
+
+class PolicyConfig(StrictModel):
+    """The actor: tanh-Gaussian, SAC-style entropy, optional cost and KL constraints."""
+
+    hidden: Hidden = Field(default_factory=lambda: [256, 256])
+    # SAC's 3e-4 rather than d3rlpy's 1e-4: our budget is ~20k updates, not 1M.
+    lr: float = Field(3e-4, gt=0.0, le=1.0, description="Actor learning rate.")
+    # 0.1, not SAC's 1.0: Q differences between PointNav actions are ~1, and a temperature
+    # of 1 kept the actor near uniform for thousands of updates.
+    temperature_init: float = Field(0.1, gt=0.0, le=100.0)
+    temperature_lr: float = Field(3e-4, gt=0.0, le=1.0, description="Automatic entropy tuning rate.")
+    target_entropy: float | None = Field(None, description="Entropy target; None: -act_dim (SAC).")
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+
+
+class TrainConfig(StrictModel):
+    """The training loop."""
+
+    steps: int = Field(20000, ge=0, le=100_000_000, description="Critic and actor updates (after prior and detector); sized for <= 8 min on 2 cores.")
+    log_every: int = Field(250, ge=1, description="Steps between metrics.jsonl lines.")
+    checkpoint_every: int = Field(2000, ge=1, description="Steps between atomic checkpoints.")
+
+
 class RunConfig(StrictModel):
     """Where a run's outputs go and how it uses the machine."""
 
@@ -117,6 +245,9 @@ class Config(StrictModel):
 
     env: EnvConfig = Field(default_factory=EnvConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    critics: CriticsConfig = Field(default_factory=CriticsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")

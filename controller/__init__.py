@@ -1,1 +1,1 @@
-"""controller"""
+"""Policy side: behaviour prior, KL-constrained actor, gated controller, training loop."""

@@ -86,10 +86,11 @@ class DatasetInfo:
 
 @dataclass
 class OfflineData:
-    """What training needs: train and calibration splits, normalisation, provenance."""
+    """What training needs: train / calibration / test splits, normalisation, provenance."""
 
     train: Transitions
     calib: Transitions
+    test: Transitions
     stats: NormStats
     info: DatasetInfo
 
@@ -212,21 +213,29 @@ def _refuse_non_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:
         )
 
 
-def split_by_episode(transitions: Transitions, calib_fraction: float, seed: int) -> tuple[Transitions, Transitions]:
-    """Train and calibration sets that never share an episode (at least one episode each)."""
+def split_by_episode(
+    transitions: Transitions, calib_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[Transitions, Transitions, Transitions]:
+    """Train, calibration and test sets that never share an episode.
+
+    Calibration gets at least one episode and train keeps at least one; test may be
+    empty when test_fraction is 0.
+    """
     ids = transitions.episode_ids().numpy()
     if len(ids) < 2:
         raise DatasetError(f"need at least 2 episodes to split into train and calibration, found {len(ids)}")
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(ids)
+    shuffled = np.random.default_rng(seed).permutation(ids)
     n_calib = min(max(1, int(round(calib_fraction * len(ids)))), len(ids) - 1)
+    n_test = min(int(round(test_fraction * len(ids))), len(ids) - 1 - n_calib)
     calib_ids = torch.from_numpy(np.sort(shuffled[:n_calib]))
+    test_ids = torch.from_numpy(np.sort(shuffled[n_calib : n_calib + n_test]))
     in_calib = torch.isin(transitions.episode, calib_ids)
-    return transitions.select(~in_calib), transitions.select(in_calib)
+    in_test = torch.isin(transitions.episode, test_ids)
+    return transitions.select(~in_calib & ~in_test), transitions.select(in_calib), transitions.select(in_test)
 
 
 def load_offline_data(data: DataConfig, collect_hint: str | None = None) -> OfflineData:
     """Load `data.dataset_id`, split it by episode and normalise with train statistics."""
     transitions, info = load_transitions(data.dataset_id, data.cost_labeler, collect_hint)
-    train, calib = split_by_episode(transitions, data.calib_fraction, data.split_seed)
-    return OfflineData(train=train, calib=calib, stats=NormStats.of(train.obs), info=info)
+    train, calib, test = split_by_episode(transitions, data.calib_fraction, data.split_seed, data.test_fraction)
+    return OfflineData(train=train, calib=calib, test=test, stats=NormStats.of(train.obs), info=info)

@@ -31,7 +31,7 @@ ENV_IDS: dict[str, EnvEntry] = {
     ),
 }
 
-TASK_BEHAVIORS: dict[str, tuple[str, ...]] = {"pointnav": ("reckless", "cautious", "random")}
+TASK_BEHAVIORS: dict[str, tuple[str, ...]] = {"pointnav": ("reckless", "cautious", "random", "zigzag")}
 
 
 def task_of(env_id: str) -> str | None:

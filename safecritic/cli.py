@@ -55,6 +55,85 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class BarProgress:
+    """Adapts the trainer's progress protocol to one tqdm bar per phase."""
+
+    KEYS = ("prior_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_loss", "updates_per_s")
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def start(self, phase: str, total: int, done: int) -> None:
+        self.bar = _progress(total, f"train {phase}", "step")
+        self.bar.update(done)
+
+    def update(self, n: int, metrics: dict[str, float]) -> None:
+        self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in self.KEYS if k in metrics}, refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from safecritic.pipeline import train
+
+    config = _load(args)
+    summary = train(config, args.run_dir, args.resume, BarProgress(), config_path=args.config)
+    cal = summary["calibration"]
+    print(f"run       {summary['run_dir']}")
+    print(
+        f"data      {summary['dataset_id']}: {summary['train_transitions']} train / "
+        f"{summary['calib_transitions']} calibration / {summary['test_transitions']} test transitions"
+    )
+    rate = summary["critic_updates_per_s"]
+    print(f"speed     {rate:.1f} critic+actor updates/s" if rate else "speed     n/a")
+    print(f"ood       tau = {cal.get('ood_tau', float('nan')):.4g} (alpha_fa = {cal.get('ood_alpha')}, n = {cal.get('ood_calib_n')})")
+    return EXIT_OK
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    import json
+
+    from safecritic.configs.fileio import atomic_write_text
+    from safecritic.controller.evaluation import evaluate_run
+    from safecritic.controller.training import load_trained
+
+    load_trained(args.run_dir)  # refuse a missing or unfinished run before the progress bar
+    envs = args.env or None
+    total = args.episodes * (len(envs) if envs else 1)
+    with _progress(total, f"rollout {args.policy}", "ep") as bar:
+        report = evaluate_run(args.run_dir, args.policy, envs, args.episodes, args.seed, bar.update)
+    out = args.run_dir / "rollouts" / f"{args.policy}.json"
+    atomic_write_text(out, json.dumps(report, indent=2))
+    print(f"{'env':<32} {'policy':<7} {'episodes':>8} {'success':>8} {'accident':>9} {'return':>8} {'length':>7}")
+    for env_id, s in report["results"].items():
+        print(
+            f"{env_id:<32} {args.policy:<7} {s['episodes']:>8d} {s['success_rate']:>8.1%} {s['accident_rate']:>9.1%} "
+            f"{s['mean_return']:>8.2f} {s['mean_length']:>7.1f}"
+        )
+    print(f"saved {out}")
+    return EXIT_OK
+
+
+def cmd_ood_report(args: argparse.Namespace) -> int:
+    from safecritic.ood_report import ood_report
+
+    report = ood_report(args.run_dir, args.out)
+    out = args.out or args.run_dir / "ood_report"
+    methods = list(dict.fromkeys(r["method"] for r in report["rows"]))
+    print(f"{'set':<58}" + "".join(f"{m[:14]:>16}" for m in methods) + "   (AUROC; alarm rate on the first row)")
+    for set_name in dict.fromkeys(r["set"] for r in report["rows"]):
+        cells = []
+        for m in methods:
+            r = next(r for r in report["rows"] if r["set"] == set_name and r["method"] == m)
+            cells.append(f"{r['auroc']:>16.3f}" if "auroc" in r else f"{r['alarm_rate']:>16.3f}")
+        print(f"{set_name[:58]:<58}" + "".join(cells))
+    print(f"saved {out}/ood_report.md, ood_report.json, auroc_vs_sigma.png")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safecritic",
@@ -80,6 +159,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace the dataset if it exists")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser(
+        "train",
+        help="train prior, OOD detector, task and accident critics and actor offline",
+        description=(
+            "Train on the config's dataset (collect it first): the behaviour prior and the contrastive OOD "
+            "detector, then the CQL task critic, the CSC accident critic and the actor. Writes config.yaml, "
+            "metrics.jsonl, train_summary.json and atomic checkpoints to the run directory "
+            "(default runs/<run.name>). A killed run continues with --resume and ends as if never stopped."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "rollout",
+        help="run a trained run's actor (or its BC prior) in the simulator",
+        description=(
+            "Roll out the deterministic actor (tanh of its mean) or the behaviour prior's mode (BC) of a "
+            "trained run for N episodes from fixed seeds, and report success, accident rate, return and "
+            "length. A quick look at quality before export; the gated controller is evaluated by "
+            "`safecritic evaluate`."
+        ),
+    )
+    p.add_argument("run_dir", type=Path, help="a trained run directory (runs/<name>)")
+    p.add_argument("--policy", choices=["actor", "bc"], default="actor", help="which policy (default: actor)")
+    p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: the run's env.id)")
+    p.add_argument("-n", "--episodes", type=int, default=200, help="episodes per env (default 200)")
+    p.add_argument("--seed", type=int, default=1000, help="base seed of the evaluation episodes (default 1000)")
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser(
+        "ood-report",
+        help="AUROC and false alarms of the OOD detector and two baselines on held-out OOD sets",
+        description=(
+            "Score the run's held-out test episodes (in-distribution) against uniform actions, data actions "
+            "perturbed at sigma in {0.05, 0.1, 0.2, 0.5} of the action range, a behaviour left out of the "
+            "data, noisy states and states from rollouts with shifted dynamics, with the contrastive "
+            "detector, Q-ensemble disagreement and Mahalanobis distance. Writes ood_report.json, "
+            "ood_report.md and auroc_vs_sigma.png."
+        ),
+    )
+    p.add_argument("run_dir", type=Path, help="a trained run directory")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/ood_report)")
+    p.set_defaults(func=cmd_ood_report)
     return parser
 
 

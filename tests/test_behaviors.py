@@ -41,5 +41,5 @@ def test_mixture_plan_has_exact_counts():
 
 
 def test_unknown_behaviour_is_named():
-    with pytest.raises(ConfigError, match="known: reckless, cautious, random"):
+    with pytest.raises(ConfigError, match="known: reckless, cautious, random, zigzag"):
         make_behavior("safecritic/PointNav-v0", "daring")

@@ -62,7 +62,7 @@ def test_unknown_env_id_lists_known_ids():
 
 
 def test_unknown_behaviour_and_labeler_list_known_ones():
-    with pytest.raises(ConfigError, match="known: reckless, cautious, random"):
+    with pytest.raises(ConfigError, match="known: reckless, cautious, random, zigzag"):
         load_config(SMOKE, ["data.behaviors={daring: 1.0}"])
     with pytest.raises(ConfigError, match="known labelers: hopper_velocity, pointnav_hazard"):
         load_config(SMOKE, ["data.cost_labeler=speed"])
@@ -82,3 +82,14 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
 def test_faults_default_is_inactive():
     assert not Config().env.faults.active()
     assert load_config(SMOKE, ["env.faults.action_scale=0.5"]).env.faults.active()
+
+
+def test_dataset_id_follows_minari_grammar():
+    import minari.dataset.minari_dataset as md
+
+    for good in ["safecritic/pointnav/mixed-v0", "a-v1", "ns/x_y-z-v12"]:
+        assert load_config(SMOKE, [f"data.dataset_id={good}"]).data.dataset_id == good
+        assert md.DATASET_ID_RE.fullmatch(good)
+    for bad in ["scratch/n0.15-v0", "noversion", "a b-v0", "/lead-v0"]:
+        with pytest.raises(ConfigError, match="data.dataset_id"):
+            load_config(SMOKE, [f"data.dataset_id={bad}"])

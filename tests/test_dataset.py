@@ -66,7 +66,7 @@ def test_cost_offset_on_known_accident_steps():
 def test_collected_costs_match_hazard_contact(smoke_dataset):
     tr, info = load_transitions(smoke_dataset)
     assert info.env_id == "safecritic/PointNav-v0"
-    assert info.behavior_names == ("reckless", "cautious", "random")
+    assert info.behavior_names == ("reckless", "cautious", "random", "zigzag")
     assert tr.cost.sum() > 0  # reckless crashes in the smoke data
     relabelled = pointnav_hazard(tr.obs.numpy(), tr.act.numpy(), tr.next_obs.numpy())
     np.testing.assert_array_equal(relabelled, tr.cost.numpy())  # cost t is about s_{t+1}
@@ -78,9 +78,11 @@ def test_split_is_by_episode_and_disjoint(smoke_config, smoke_dataset):
     data = load_offline_data(smoke_config.data)
     train_ids = set(data.train.episode.tolist())
     calib_ids = set(data.calib.episode.tolist())
-    assert train_ids and calib_ids and not (train_ids & calib_ids)
-    assert len(train_ids) + len(calib_ids) == data.info.total_episodes
-    assert len(data.train) + len(data.calib) == len(load_transitions(smoke_dataset)[0])
+    test_ids = set(data.test.episode.tolist())
+    assert train_ids and calib_ids and test_ids
+    assert not (train_ids & calib_ids) and not (train_ids & test_ids) and not (calib_ids & test_ids)
+    assert len(train_ids) + len(calib_ids) + len(test_ids) == data.info.total_episodes
+    assert len(data.train) + len(data.calib) + len(data.test) == len(load_transitions(smoke_dataset)[0])
     torch.testing.assert_close(data.stats.mean, data.train.obs.mean(0))  # train statistics only
     again = load_offline_data(smoke_config.data)
     assert set(again.calib.episode.tolist()) == calib_ids  # the split is seeded
@@ -91,6 +93,9 @@ def test_split_needs_two_episodes():
     tr, _ = load_transitions("test/single-v0")
     with pytest.raises(DatasetError, match="at least 2 episodes"):
         split_by_episode(tr, 0.2, 0)
+    _write("test/pair-v0", [{"T": 4}, {"T": 3}])
+    train, calib, test = split_by_episode(load_transitions("test/pair-v0")[0], 0.5, 0, test_fraction=0.5)
+    assert len(train) and len(calib) and not len(test)  # training keeps an episode
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_create_it(minari_root):

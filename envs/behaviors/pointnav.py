@@ -1,4 +1,4 @@
-"""Scripted PointNav behaviours (DESIGN.md): reckless, cautious, random.
+"""Scripted PointNav behaviours (DESIGN.md): reckless, cautious, random (+ zigzag, held out).
 
 They read only the observation (position, velocity, goal - position, hazard centres -
 position), so they run unchanged in both engines and under faults. Together they give
@@ -34,7 +34,7 @@ class Reckless:
     name: str = "reckless"
     gain: float = 1.0
     heading_std: float = 0.25  # rad: per-episode heading bias, so some runs miss the hazard
-    noise_std: float = 0.3
+    noise_std: float = 0.15
     _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
     _bias: float = 0.0
 
@@ -101,4 +101,34 @@ class Random:
         return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
 
 
-POINTNAV_BEHAVIORS = {"reckless": Reckless, "cautious": Cautious, "random": Random}
+@dataclass
+class Zigzag:
+    """Weaves towards the goal, heading swinging +-60 degrees: an operator the default data never saw.
+
+    Not part of the default mixture: the OOD report uses it as the behaviour left out
+    of training (in-distribution states, unfamiliar actions).
+    """
+
+    name: str = "zigzag"
+    gain: float = 0.8
+    amplitude: float = np.pi / 3
+    period: int = 16  # steps per full swing
+    noise_std: float = 0.05
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+    _t: int = 0
+    _phase: float = 0.0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng, self._t = rng, 0
+        self._phase = float(rng.uniform(0, 2 * np.pi))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        _, to_goal, _ = _split(obs)
+        angle = self.amplitude * np.sin(2 * np.pi * self._t / self.period + self._phase)
+        self._t += 1
+        c, s = np.cos(angle), np.sin(angle)
+        action = self.gain * (np.array([[c, -s], [s, c]]) @ _unit(to_goal)) + self._rng.normal(0.0, self.noise_std, 2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+POINTNAV_BEHAVIORS = {"reckless": Reckless, "cautious": Cautious, "random": Random, "zigzag": Zigzag}

@@ -1,0 +1,78 @@
+"""Everything one run trains, in one nn.Module: saved, loaded and exported as a unit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from safecritic.configs.schema import Config
+from safecritic.controller.policies import MixturePrior, TanhGaussianActor
+from safecritic.critics.duals import DualVariable
+from safecritic.critics.networks import Normalizer
+from safecritic.critics.ood import OODDetector
+from safecritic.critics.q_ensemble import QEnsemble
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the architecture depends on besides the config (read from the data)."""
+
+    obs_dim: int
+    act_dim: int
+    cost_q_max: float
+    act_low: tuple[float, ...]
+    act_high: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(d["obs_dim"], d["act_dim"], d["cost_q_max"], tuple(d["act_low"]), tuple(d["act_high"]))
+
+
+class SafeCriticModel(nn.Module):
+    """Normaliser, behaviour prior, OOD detector, critics (+ targets), actor, temperature, duals.
+
+    Networks see normalised observations and actions in [-1, 1]^A; `normalize_obs`,
+    `to_unit_action` and `from_unit_action` convert at the boundary.
+    """
+
+    def __init__(self, config: Config, spec: ModelSpec) -> None:
+        super().__init__()
+        c, p = config.critics, config.policy
+        o, a = spec.obs_dim, spec.act_dim
+        self.spec = spec
+        self.obs_norm = Normalizer(torch.zeros(o), torch.ones(o))
+        self.register_buffer("act_low", torch.tensor(spec.act_low, dtype=torch.float32))
+        self.register_buffer("act_high", torch.tensor(spec.act_high, dtype=torch.float32))
+        self.prior = MixturePrior(o, a, p.prior.hidden, p.prior.components)
+        self.detector = OODDetector(o, a, c.ood.hidden, torch.full((o,), -3.0), torch.full((o,), 3.0))
+        # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
+        self.register_buffer("ood_tau", torch.tensor(float("inf")))
+        self.register_buffer("ood_spread", torch.tensor(1.0))
+        cost_members = c.accident.members if c.accident.enabled else 0
+        self.critic = QEnsemble(
+            o, a, c.hidden, c.task.members, cost_members, c.shared_trunk, c.layer_norm, spec.cost_q_max
+        )
+        self.critic_target = QEnsemble(
+            o, a, c.hidden, c.task.members, cost_members, c.shared_trunk, c.layer_norm, spec.cost_q_max
+        )
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.actor = TanhGaussianActor(o, a, p.hidden)
+        self.log_temperature = nn.Parameter(torch.tensor(float(p.temperature_init)).log())
+        self.cql_alpha = DualVariable(c.task.alpha, c.task.alpha_lr)
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_norm(obs)
+
+    def to_unit_action(self, act: torch.Tensor) -> torch.Tensor:
+        """Env action -> [-1, 1]^A."""
+        return (2.0 * (act - self.act_low) / (self.act_high - self.act_low) - 1.0).clamp(-1.0, 1.0)
+
+    def from_unit_action(self, act: torch.Tensor) -> torch.Tensor:
+        """[-1, 1]^A -> env action."""
+        return self.act_low + (act + 1.0) * 0.5 * (self.act_high - self.act_low)

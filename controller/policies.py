@@ -1,0 +1,100 @@
+"""The actor (tanh-Gaussian, SAC-style) and the behaviour prior (Gaussian mixture).
+
+Both work on normalised observations and actions in [-1, 1]^A. All randomness comes
+from an explicit torch.Generator so that a resumed run repeats the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from safecritic.critics.networks import MLP
+
+LOG_2PI = math.log(2.0 * math.pi)
+# Log-std ranges: the actor's follows d3rlpy/CORL's clamp upper bound (2) with a floor
+# that keeps log-probs finite; the prior's cap at 0.5 stops a component covering the box.
+ACTOR_LOG_STD = (-5.0, 2.0)
+PRIOR_LOG_STD = (-5.0, 0.5)
+
+
+def _tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
+    """log |d tanh(x)/dx| = log(1 - tanh(x)^2), computed stably, summed over the last dim."""
+    return (2.0 * (math.log(2.0) - pre - F.softplus(-2.0 * pre))).sum(-1)
+
+
+class TanhGaussianActor(nn.Module):
+    """a = tanh(mu(s) + sigma(s) * eps): the SAC policy head."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = MLP(obs_dim, hidden, 2 * act_dim)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and log-std, [B, A] each."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        return mean, log_std.clamp(*ACTOR_LOG_STD)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action (what a deterministic controller executes)."""
+        return torch.tanh(self.forward(obs)[0])
+
+    def sample(self, obs: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n reparameterised samples per state: actions [n, B, A], log-probs [n, B]."""
+        mean, log_std = self.forward(obs)
+        eps = torch.randn((n, *mean.shape), generator=generator)
+        pre = mean + log_std.exp() * eps
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1) - _tanh_log_det(pre)
+        return torch.tanh(pre), logp
+
+
+class MixturePrior(nn.Module):
+    """pi_beta(a|s): a K-component diagonal Gaussian mixture over the action box.
+
+    A mixture because the data mixes behaviours (one reckless, one cautious, ...): a
+    single Gaussian would put its mean between them, on actions nobody took. Means are
+    squashed into the box; the density is over actions directly (no tanh Jacobian), so
+    data actions on the box's edge (saturated commands) have finite likelihood.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], components: int) -> None:
+        super().__init__()
+        self.act_dim, self.components = act_dim, components
+        self.net = MLP(obs_dim, hidden, components * (1 + 2 * act_dim))
+
+    def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixture log-weights [..., K], means [..., K, A], log-stds [..., K, A]."""
+        out = self.net(obs)
+        k, a = self.components, self.act_dim
+        logits = out[..., :k]
+        mean, log_std = out[..., k:].reshape(*out.shape[:-1], k, 2 * a).chunk(2, dim=-1)
+        return F.log_softmax(logits, dim=-1), torch.tanh(mean), log_std.clamp(*PRIOR_LOG_STD)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log pi_beta(act | obs); obs [B, D] broadcast against act [..., B, A] -> [..., B]."""
+        log_w, mean, log_std = self.params(obs)
+        z = (act.unsqueeze(-2) - mean) / log_std.exp()
+        comp = (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)  # [..., B, K]
+        return torch.logsumexp(log_w + comp, dim=-1)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The component mean with the highest mixture density: the BC baseline's action.
+
+        Not the heaviest component: a broad component fitted to random actions can
+        carry the most weight while its mean is an action nobody takes.
+        """
+        log_w, mean, log_std = self.params(obs)  # [B, K], [B, K, A], [B, K, A]
+        z = (mean.unsqueeze(-2) - mean.unsqueeze(-3)) / log_std.exp().unsqueeze(-3)  # [B, K(at), K(comp), A]
+        comp = (-0.5 * z.pow(2) - log_std.unsqueeze(-3) - 0.5 * LOG_2PI).sum(-1)
+        density = torch.logsumexp(log_w.unsqueeze(-2) + comp, dim=-1)  # [B, K]
+        best = density.argmax(dim=-1)
+        return torch.gather(mean, -2, best[..., None, None].expand(*best.shape, 1, self.act_dim)).squeeze(-2)
+
+    def candidates(self, obs: torch.Tensor) -> torch.Tensor:
+        """All component means [..., K, A] (the gate's prior candidates)."""
+        return self.params(obs)[1]

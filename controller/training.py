@@ -1,0 +1,344 @@
+"""The offline training loop: prior and OOD detector first, then critics and actor.
+
+Resumable: a checkpoint holds the model, the optimisers, the random generator, the
+phase and step, and how many metrics lines were written, so a run killed at any
+point and resumed ends bit-identical to one that never stopped. Checkpoints are
+written atomically; a non-finite loss stops the run and leaves the last good one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from safecritic.configs.errors import RunError, SafecriticError
+from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
+from safecritic.configs.loader import dump_config
+from safecritic.configs.schema import Config
+from safecritic.controller.model import ModelSpec, SafeCriticModel
+from safecritic.controller.updates import (
+    ActorTerms,
+    TrainTensors,
+    critic_actor_step,
+    detector_loss_config,
+    detector_step,
+    prior_step,
+)
+from safecritic.critics.conformal import conformal_threshold
+from safecritic.critics.cpu import tune_cpu
+from safecritic.critics.csc import cost_q_max
+from safecritic.envs.dataset import OfflineData
+
+CHECKPOINT_FORMAT = 1
+PHASES = ("pretrain", "critic", "done")
+
+
+class TrainingDiverged(SafecriticError):
+    """A loss became NaN or inf; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
+class Progress(Protocol):
+    def start(self, phase: str, total: int, done: int) -> None: ...
+    def update(self, n: int, metrics: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, phase: str, total: int, done: int) -> None: ...
+    def update(self, n: int, metrics: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "train_summary.json"
+
+
+def model_spec(config: Config, data: OfflineData) -> ModelSpec:
+    costs_terminate = bool(torch.all(data.train.terminal[data.train.cost > 0] > 0)) if (data.train.cost > 0).any() else True
+    return ModelSpec(
+        obs_dim=data.train.obs_dim,
+        act_dim=data.train.act_dim,
+        cost_q_max=cost_q_max(config.critics.accident.gamma, costs_terminate),
+        act_low=tuple(data.info.act_low),
+        act_high=tuple(data.info.act_high),
+    )
+
+
+def _prepare_model(model: SafeCriticModel, data: OfflineData) -> None:
+    """Data-dependent buffers: normalisation statistics and the detector's state box."""
+    with torch.no_grad():
+        model.obs_norm.mean.copy_(data.stats.mean)
+        model.obs_norm.std.copy_(data.stats.std)
+        obs_n = model.normalize_obs(data.train.obs)
+        model.detector.obs_low.copy_(obs_n.min(0).values)
+        model.detector.obs_high.copy_(obs_n.max(0).values)
+
+
+def calibration_pairs(model: SafeCriticModel, data: OfflineData, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every `stride`-th calibration transition (thinned against autocorrelation), normalised."""
+    idx = torch.arange(0, len(data.calib), stride)
+    with torch.no_grad():
+        return model.normalize_obs(data.calib.obs[idx]), model.to_unit_action(data.calib.act[idx])
+
+
+def calibrate_detector(model: SafeCriticModel, data: OfflineData, config: Config) -> dict[str, float]:
+    """Split-conformal threshold tau on held-out calibration episodes."""
+    obs, act = calibration_pairs(model, data, config.critics.ood.calib_stride)
+    with torch.no_grad():
+        scores = model.detector.score(obs, act)
+    alpha = config.critics.ood.false_alarm_rate
+    tau = conformal_threshold(scores, alpha)
+    q25, q75 = torch.quantile(scores, torch.tensor([0.25, 0.75])).tolist()
+    model.ood_tau.fill_(tau)
+    model.ood_spread.fill_(max(q75 - q25, 1e-3))
+    return {"ood_tau": tau, "ood_calib_n": int(scores.numel()), "ood_alpha": alpha, "ood_spread": float(model.ood_spread)}
+
+
+@dataclass
+class Trainer:
+    """Trains one run in `run_dir`. `on_step(phase, step)` is a test hook (e.g. to simulate a kill)."""
+
+    config: Config
+    data: OfflineData
+    run_dir: Path
+    progress: Progress = field(default_factory=NoProgress)
+    on_step: Callable[[str, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.paths = RunPaths(Path(self.run_dir))
+        tune_cpu(self.config.run.threads)
+        torch.manual_seed(self.config.run.seed)
+        self.spec = model_spec(self.config, self.data)
+        self.model = SafeCriticModel(self.config, self.spec)
+        _prepare_model(self.model, self.data)
+        self.tensors = TrainTensors(
+            self.model, self.data.train.obs, self.data.train.act, self.data.train.rew,
+            self.data.train.cost, self.data.train.next_obs, self.data.train.terminal,
+        )
+        c, p = self.config.critics, self.config.policy
+        m = self.model
+        self.optimizers = {
+            "prior": torch.optim.Adam(m.prior.parameters(), lr=p.prior.lr),
+            "detector": torch.optim.Adam(m.detector.parameters(), lr=c.ood.lr),
+            "critic": torch.optim.Adam(m.critic.parameters(), lr=c.lr),
+            "actor": torch.optim.Adam(m.actor.parameters(), lr=p.lr),
+            "temperature": torch.optim.Adam([m.log_temperature], lr=p.temperature_lr),
+        }
+        self.generator = torch.Generator().manual_seed(self.config.run.seed)
+        self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
+        self.calibration: dict[str, float] = {}
+        self.timings: dict[str, float] = {}
+
+    # ----- checkpoints -------------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "phase": self.phase,
+            "step": self.step,
+            "metrics_lines": self.metrics_lines,
+            "spec": self.spec.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "generator": self.generator.get_state(),
+            "dataset_sha256": self.data.info.sha256,
+            "calibration": self.calibration,
+            "timings": self.timings,
+        }
+
+    def save(self) -> None:
+        atomic_torch_save(self.paths.checkpoint, self._checkpoint())
+
+    def load(self) -> None:
+        state = load_checkpoint(self.paths.checkpoint)
+        if state["dataset_sha256"] != self.data.info.sha256:
+            raise RunError(
+                f"{self.paths.checkpoint} was trained on different data (dataset hash differs); "
+                "resume with the same dataset, or start a new run"
+            )
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.generator.set_state(state["generator"])
+        self.phase, self.step, self.metrics_lines = state["phase"], state["step"], state["metrics_lines"]
+        self.calibration, self.timings = dict(state["calibration"]), dict(state["timings"])
+        # Forget metrics written after this checkpoint: they will be written again.
+        if self.paths.metrics.exists():
+            lines = self.paths.metrics.read_text().splitlines(keepends=True)[: self.metrics_lines]
+            atomic_write_text(self.paths.metrics, "".join(lines))
+
+    # ----- metrics -----------------------------------------------------------------
+    def _log(self, metrics: dict[str, float]) -> None:
+        line = json.dumps({"phase": self.phase, "step": self.step, **metrics})
+        with open(self.paths.metrics, "a") as handle:
+            handle.write(line + "\n")
+        self.metrics_lines += 1
+
+    def _check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        bad = {k: float(v) for k, v in metrics.items() if not torch.isfinite(v).all()}
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged in phase {self.phase!r} at step {self.step}: non-finite "
+                f"{', '.join(f'{k}={v}' for k, v in bad.items())}. The last good checkpoint is kept at "
+                f"{self.paths.checkpoint}. Lower the learning rates (critics.lr, policy.lr) or the "
+                "conservative weights, then start a new run (or --resume to retry from the checkpoint)."
+            )
+
+    # ----- the loop ----------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load()
+        else:
+            atomic_write_text(self.paths.config, dump_config(self.config))
+            atomic_write_text(self.paths.metrics, "")
+        if self.phase == "pretrain":
+            self._pretrain()
+        if self.phase == "critic":
+            self._critic()
+        return self.summary()
+
+    def _loop(self, total: int, step_fn: Callable[[], dict[str, torch.Tensor]]) -> None:
+        cfg = self.config.train
+        self.progress.start(self.phase, total, self.step)
+        start, start_step = time.perf_counter(), self.step
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        while self.step < total:
+            metrics = step_fn()
+            self._check_finite(metrics)
+            self.step += 1
+            count += 1
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.step % cfg.log_every == 0 or self.step == total:
+                means = {k: round(float(v) / count, 6) for k, v in sums.items()}
+                elapsed = time.perf_counter() - start
+                means["updates_per_s"] = round((self.step - start_step) / max(elapsed, 1e-9), 2)
+                self._log(means)
+                self.progress.update(count, means)
+                sums, count = {}, 0
+            if self.step % cfg.checkpoint_every == 0:
+                self._store_timing(start, start_step)
+                start, start_step = time.perf_counter(), self.step
+                self.save()
+            if self.on_step is not None:
+                self.on_step(self.phase, self.step)
+        self._store_timing(start, start_step)
+        self.progress.close()
+
+    def _store_timing(self, start: float, start_step: int) -> None:
+        key = self.phase
+        self.timings[f"{key}_seconds"] = self.timings.get(f"{key}_seconds", 0.0) + time.perf_counter() - start
+        self.timings[f"{key}_steps"] = self.timings.get(f"{key}_steps", 0) + self.step - start_step
+
+    def _pretrain(self) -> None:
+        p, o = self.config.policy.prior, self.config.critics.ood
+        det_cfg = detector_loss_config(self.config)
+        total = max(p.steps, o.steps)
+
+        def step() -> dict[str, torch.Tensor]:
+            out: dict[str, torch.Tensor] = {}
+            if self.step < p.steps:
+                out.update(prior_step(self.model, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
+            if self.step < o.steps:
+                batch = self.tensors.sample(o.batch_size, self.generator)
+                out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator))
+            return out
+
+        self._loop(total, step)
+        self.calibration = calibrate_detector(self.model, self.data, self.config)
+        self.phase, self.step = "critic", 0
+        self.save()
+
+    def _critic(self) -> None:
+        cfg = self.config
+        target_entropy = cfg.policy.target_entropy if cfg.policy.target_entropy is not None else -float(self.spec.act_dim)
+        curriculum = cfg.critics.task.curriculum == "ood_weighted"
+        self.model.prior.requires_grad_(False)
+        self.model.detector.requires_grad_(False)
+        o = self.optimizers
+
+        def step() -> dict[str, torch.Tensor]:
+            batch = self.tensors.sample(cfg.critics.batch_size, self.generator)
+            return critic_actor_step(
+                self.model, batch, o["critic"], o["actor"], o["temperature"], cfg, self.generator,
+                target_entropy, curriculum, ActorTerms(),
+            )
+
+        self._loop(cfg.train.steps, step)
+        self.phase = "done"
+        self.save()
+        atomic_write_text(self.paths.summary, json.dumps(self.summary(), indent=2))
+
+    def summary(self) -> dict[str, Any]:
+        t = self.timings
+        rate = t.get("critic_steps", 0) / t["critic_seconds"] if t.get("critic_seconds") else None
+        return {
+            "run_dir": str(self.paths.root),
+            "phase": self.phase,
+            "dataset_id": self.data.info.dataset_id,
+            "dataset_sha256": self.data.info.sha256,
+            "train_transitions": len(self.data.train),
+            "calib_transitions": len(self.data.calib),
+            "test_transitions": len(self.data.test),
+            "calibration": self.calibration,
+            "timings": t,
+            "critic_updates_per_s": rate,
+        }
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint, refusing a missing, truncated or foreign file with a clear message."""
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}; train first (safecritic train -c CONFIG)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(f"checkpoint {path} is unreadable (truncated or corrupt?): {exc.__class__.__name__}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} is not a safecritic checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_trained(run_dir: Path, require_done: bool = True) -> tuple[Config, SafeCriticModel, dict[str, Any]]:
+    """(config, model in eval mode, checkpoint) of a run directory, with clear refusals."""
+    from safecritic.configs.loader import load_config
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise RunError(f"no run in {run_dir} (no config.yaml); train one with: safecritic train -c CONFIG --run-dir {run_dir}")
+    config = load_config(paths.config)
+    state = load_checkpoint(paths.checkpoint)
+    if require_done and state["phase"] != "done":
+        raise RunError(
+            f"the run in {run_dir} has not finished training (phase {state['phase']!r}, step {state['step']}); "
+            f"finish it with: safecritic train --resume --run-dir {run_dir} -c {paths.config}"
+        )
+    model = SafeCriticModel(config, ModelSpec.from_dict(state["spec"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return config, model, state

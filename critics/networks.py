@@ -1,0 +1,107 @@
+"""Building blocks: MLP, ensemble MLP with batched weights, observation normaliser.
+
+An ensemble of E MLPs is computed with one `baddbmm` per layer ([E, B, in] x [E, in,
+out]) instead of E separate matmuls: on CPU that is one large, well-shaped kernel
+instead of many small ones, and the members can share one batch of inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _activation(name: str, inplace: bool = False) -> nn.Module:
+    return {"relu": nn.ReLU(inplace=inplace), "silu": nn.SiLU(inplace=inplace), "tanh": nn.Tanh()}[name]
+
+
+class MLP(nn.Module):
+    """in -> hidden... -> out, with optional LayerNorm after each hidden linear layer."""
+
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool = False, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if layer_norm:
+                layers.append(nn.LayerNorm(h))
+            layers.append(_activation(activation))
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied as one batched matmul: [E, B, in] -> [E, B, out]."""
+
+    def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.members, self.in_dim, self.out_dim = members, in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same distribution as nn.Linear's default init, member by member.
+        bound = 1.0 / math.sqrt(self.in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """E MLPs evaluated together. Input [B, in] (shared by all members) or [E, B, in]."""
+
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        layer_norm: bool = False,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.members = members
+        dims = [in_dim, *hidden]
+        self.linears = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(h, elementwise_affine=False) if layer_norm else nn.Identity() for h in hidden)
+        # In place: the linear layers' backward needs their inputs, not their outputs, so
+        # the activation can overwrite them and skip one large allocation per layer.
+        self.act = _activation(activation, inplace=True)
+        self.head = EnsembleLinear(members, dims[-1], out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, -1, -1)
+        for linear, norm in zip(self.linears, self.norms):
+            x = self.act(norm(linear(x)))
+        return self.head(x)
+
+    def flops_per_row(self) -> int:
+        """Multiply-adds x2 of one forward pass of one input row through all members."""
+        macs = sum(l.in_dim * l.out_dim for l in self.linears) + self.head.in_dim * self.head.out_dim
+        return 2 * self.members * macs
+
+
+class Normalizer(nn.Module):
+    """(x - mean) / std with the statistics stored as buffers (they travel with exports)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

@@ -1,0 +1,70 @@
+"""critics/networks.py: the batched ensemble is exactly E separate MLPs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from safecritic.critics.networks import MLP, EnsembleMLP, Normalizer
+from safecritic.critics.q_ensemble import QEnsemble
+
+
+def _as_separate_mlps(ens: EnsembleMLP, in_dim: int, hidden: list[int], out_dim: int) -> list[MLP]:
+    mlps = []
+    for e in range(ens.members):
+        mlp = MLP(in_dim, hidden, out_dim)
+        linears = [m for m in mlp.net if isinstance(m, nn.Linear)]
+        for lin, ens_lin in zip(linears, [*ens.linears, ens.head]):
+            lin.weight.data.copy_(ens_lin.weight.data[e].T)
+            lin.bias.data.copy_(ens_lin.bias.data[e, 0])
+        mlps.append(mlp)
+    return mlps
+
+
+def test_ensemble_equals_separate_mlps_forward_and_backward():
+    torch.manual_seed(0)
+    ens = EnsembleMLP(3, 5, [16, 8], 2)
+    mlps = _as_separate_mlps(ens, 5, [16, 8], 2)
+    x = torch.randn(7, 5)
+    out = ens(x)  # shared input
+    assert out.shape == (3, 7, 2)
+    for e, mlp in enumerate(mlps):
+        torch.testing.assert_close(out[e], mlp(x), rtol=1e-5, atol=1e-6)
+    per_member = torch.randn(3, 7, 5)  # one input per member
+    out = ens(per_member)
+    for e, mlp in enumerate(mlps):
+        torch.testing.assert_close(out[e], mlp(per_member[e]), rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    sum(m(per_member[e]).sum() for e, m in enumerate(mlps)).backward()
+    for e, mlp in enumerate(mlps):
+        first = [m for m in mlp.net if isinstance(m, nn.Linear)][0]
+        torch.testing.assert_close(ens.linears[0].weight.grad[e], first.weight.grad.T, rtol=1e-4, atol=1e-5)
+
+
+def test_members_are_initialised_independently():
+    ens = EnsembleMLP(4, 3, [32], 1)
+    w = ens.linears[0].weight.data
+    assert not torch.allclose(w[0], w[1])
+    assert w.abs().max() <= 1 / 3**0.5 + 1e-6  # nn.Linear's default bound 1/sqrt(in)
+
+
+def test_q_ensemble_splits_task_and_cost_members():
+    torch.manual_seed(0)
+    obs, act = torch.randn(5, 4), torch.rand(6, 5, 2) * 2 - 1
+    for shared in (False, True):
+        q = QEnsemble(4, 2, [8], task_members=2, cost_members=2, shared_trunk=shared)
+        task, cost = q(obs, act)
+        assert task.shape == (2, 6, 5) and cost.shape == (2, 6, 5)
+        single_task, single_cost = q(obs, act[0])
+        torch.testing.assert_close(single_task, task[:, 0])
+        assert (q.cost_value(cost) >= 0).all() and (q.cost_value(cost) <= 1).all()
+    plain = QEnsemble(4, 2, [8], task_members=2)
+    assert plain(obs, act)[1] is None and not plain.has_cost
+    # shared trunk: half the FLOPs of separate members (same widths)
+    assert QEnsemble(4, 2, [64, 64], 2, 2, True).flops_per_row() < 0.55 * QEnsemble(4, 2, [64, 64], 2, 2, False).flops_per_row()
+
+
+def test_normalizer_uses_buffers():
+    norm = Normalizer(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0]))
+    torch.testing.assert_close(norm(torch.tensor([[3.0, 6.0]])), torch.tensor([[1.0, 1.0]]))
+    assert set(dict(norm.named_buffers())) == {"mean", "std"}

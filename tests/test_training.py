@@ -1,0 +1,130 @@
+"""controller/training.py on the smoke preset: signs, resume, divergence, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from safecritic.configs import RunError, load_config
+from safecritic.controller.training import Trainer, TrainingDiverged, load_checkpoint, load_trained
+from safecritic.envs.dataset import load_offline_data
+from safecritic.pipeline import check_run_dir, train
+
+from conftest import SMOKE
+
+# A shorter schedule than the smoke preset for the tests that train twice.
+TINY = ["train.steps=40", "train.checkpoint_every=15", "train.log_every=5",
+        "critics.ood.steps=20", "policy.prior.steps=20"]
+
+
+@pytest.fixture(scope="session")
+def trained_smoke(tmp_path_factory, smoke_dataset):
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    config = load_config(SMOKE)
+    summary = train(config, run_dir)
+    return run_dir, summary
+
+
+def test_run_dir_holds_config_metrics_checkpoint_and_summary(trained_smoke):
+    run_dir, summary = trained_smoke
+    assert (run_dir / "config.yaml").is_file()
+    assert load_config(run_dir / "config.yaml") == load_config(SMOKE)
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"pretrain", "critic"} == {l["phase"] for l in lines}
+    assert all("updates_per_s" in l for l in lines)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["phase"] == "done"
+    assert json.loads((run_dir / "train_summary.json").read_text())["critic_updates_per_s"] > 0
+    assert summary["calibration"]["ood_calib_n"] > 0
+    assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_accident_critic_overestimates_off_the_data(trained_smoke):
+    """DESIGN.md's sign test: after training, mean Q_C on uniform actions >= on dataset actions."""
+    run_dir, _ = trained_smoke
+    config, model, _ = load_trained(run_dir)
+    data = load_offline_data(config.data)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        obs = model.normalize_obs(data.train.obs)
+        _, data_logits = model.critic(obs, model.to_unit_action(data.train.act))
+        uniform = torch.rand(8, *data.train.act.shape, generator=g) * 2 - 1
+        _, uniform_logits = model.critic(obs, uniform)
+    q_data = model.critic.cost_value(data_logits).mean()
+    q_uniform = model.critic.cost_value(uniform_logits).mean()
+    assert q_uniform >= q_data
+
+
+def test_detector_threshold_is_calibrated(trained_smoke):
+    run_dir, summary = trained_smoke
+    _, model, _ = load_trained(run_dir)
+    assert torch.isfinite(model.ood_tau) and float(model.ood_tau) == pytest.approx(summary["calibration"]["ood_tau"])
+
+
+def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _metrics(run_dir) -> list[dict]:
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "updates_per_s"} for r in rows]  # timing differs
+
+
+def test_resume_after_a_kill_ends_identical_to_an_uninterrupted_run(tmp_path, smoke_dataset):
+    config = load_config(SMOKE, TINY)
+    data = load_offline_data(config.data)
+    straight = Trainer(config, data, tmp_path / "a")
+    straight.run()
+
+    class Killed(Exception):
+        pass
+
+    def kill(phase: str, step: int) -> None:
+        if phase == "critic" and step == 22:  # between checkpoints (15, 30): 7 steps are lost
+            raise Killed
+
+    with pytest.raises(Killed):
+        Trainer(config, data, tmp_path / "b", on_step=kill).run()
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 15
+    resumed = Trainer(config, data, tmp_path / "b")
+    resumed.run(resume=True)
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, smoke_dataset):
+    config = load_config(SMOKE, TINY)
+    trainer = Trainer(config, load_offline_data(config.data), tmp_path / "nan")
+    trainer.tensors.rew[:] = float("nan")  # poison the rewards: the first critic loss is NaN
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        trainer.run()
+    state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert state["phase"] == "critic" and state["step"] == 0  # the checkpoint after pretraining
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_existing_run_needs_resume_and_the_same_config(trained_smoke):
+    run_dir, _ = trained_smoke
+    with pytest.raises(RunError, match="--resume"):
+        check_run_dir(run_dir, load_config(SMOKE), resume=False)
+    with pytest.raises(RunError, match="critics.lr"):
+        check_run_dir(run_dir, load_config(SMOKE, ["critics.lr=0.1"]), resume=True)
+    check_run_dir(run_dir, load_config(SMOKE), resume=True)  # same config: allowed
+
+
+def test_truncated_or_foreign_checkpoint_is_refused(tmp_path, trained_smoke):
+    run_dir, _ = trained_smoke
+    blob = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(RunError, match="unreadable"):
+        load_checkpoint(bad)
+    torch.save({"hello": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(RunError, match="not a safecritic checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(RunError, match="no run"):
+        load_trained(tmp_path / "nowhere")
