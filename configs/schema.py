@@ -55,6 +55,9 @@ class EnvConfig(StrictModel):
         description="Every engine the controller must pass in.",
     )
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
+    features: bool = Field(
+        True, description="Feed the networks the task's derived features too (PointNav: clearance and approach speed per hazard; envs/features.py)."
+    )
 
     @field_validator("id")
     @classmethod
@@ -147,6 +150,18 @@ class AccidentCriticConfig(StrictModel):
     enabled: bool = Field(True, description="Train Q_C (plain CQL runs switch it off).")
     members: int = Field(2, ge=1, le=10, description="Ensemble size; the backup takes the maximum (pessimistic about safety).")
     gamma: float = Field(0.99, gt=0.0, lt=1.0, description="Discount of costs.")
+    backup: Literal["actor", "safest"] = Field(
+        "actor",
+        description="Next action of the backup: 'actor' (a' ~ pi, CSC: risk of following the actor) or 'safest' "
+        "(the lowest-risk of the gate's candidates at s': pi samples and prior modes; risk if the controller keeps acting safely).",
+    )
+    oversample: float = Field(
+        0.25, ge=0.0, lt=1.0,
+        description="Fraction of each critic batch drawn from the transitions within oversample_horizon steps before an "
+        "accident. Accidents are rare (~0.4% of PointNav transitions); the Bellman fixed point does not depend on the "
+        "sampling distribution, the fit near accidents does.",
+    )
+    oversample_horizon: int = Field(10, ge=1, le=1000, description="Steps before an accident that count as its approach.")
     # Q_C lives in [0, 1]: the push-down on data biases it by at most alpha/4, and alpha = 1
     # overwhelmed the Bellman term (docs/design-notes.md).
     alpha: float = Field(0.05, ge=0.0, le=1000.0, description="Weight of the push-up term E_mu[Q_C] - E_D[Q_C] (opposite sign to CQL).")
@@ -209,6 +224,27 @@ class PriorConfig(StrictModel):
     batch_size: int = Field(256, ge=2, le=65536)
 
 
+class ConstraintsConfig(StrictModel):
+    """The KL-constrained actor: max Q_R s.t. E_s[Q_C(s, pi(s))] <= cost_limit and KL(pi || pi_beta) <= kl_limit.
+
+    The multipliers lambda_C and beta are updated by projected gradient ascent every step
+    (lambda <- clip(lambda + lr * violation, 0, max)), as in CSC's dual update. The
+    expectation runs over *dataset* states, which include states from which a crash is
+    already certain; a budget below that floor is infeasible, so lambda_C is capped
+    (docs/design-notes.md).
+    """
+
+    enabled: bool = Field(True, description="Off: the actor maximises Q_R only (plain CQL's SAC actor).")
+    cost_limit: float = Field(0.1, ge=0.0, le=1.0, description="epsilon: budget on E_s[Q_C(s, pi(s))] over dataset states (a discounted accident probability).")
+    cost_max: float = Field(100.0, gt=0.0, le=1e6, description="Cap on lambda_C (Q_R units per unit of Q_C).")
+    cost_lr: float = Field(0.5, gt=0.0, le=1e4, description="Step of lambda_C per unit of violation.")
+    cost_init: float = Field(0.0, ge=0.0, description="Initial lambda_C.")
+    kl_limit: float = Field(2.0, ge=0.0, le=1e3, description="delta: budget on KL(pi || pi_beta) in nats, estimated by samples.")
+    kl_lr: float = Field(0.01, gt=0.0, le=1e4, description="Step of beta per nat of violation.")
+    kl_init: float = Field(0.1, ge=0.0, description="Initial beta.")
+    kl_max: float = Field(100.0, gt=0.0, le=1e6, description="Cap on beta.")
+
+
 class PolicyConfig(StrictModel):
     """The actor: tanh-Gaussian, SAC-style entropy, optional cost and KL constraints."""
 
@@ -221,6 +257,62 @@ class PolicyConfig(StrictModel):
     temperature_lr: float = Field(3e-4, gt=0.0, le=1.0, description="Automatic entropy tuning rate.")
     target_entropy: float | None = Field(None, description="Entropy target; None: -act_dim (SAC).")
     prior: PriorConfig = Field(default_factory=PriorConfig)
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    plain_actor: bool = Field(
+        True, description="Also train an unconstrained actor on the same critics (the 'plain CQL actor' of the ablation table)."
+    )
+
+
+class GateConfig(StrictModel):
+    """The gated controller: candidates, admissibility thresholds, fallback."""
+
+    cost_threshold: float = Field(0.1, ge=0.0, le=1e3, description="epsilon_gate: a candidate is admissible only if Q_C <= this.")
+    policy_candidates: int = Field(16, ge=1, le=1024, description="Policy mean + this-1 fixed standard-normal offsets scaled by the policy std.")
+    offset_scale: float = Field(1.0, gt=0.0, le=10.0, description="Offsets in units of the policy's std.")
+    prior_candidates: bool = Field(True, description="Add the behaviour prior's component means as candidates.")
+    safe_candidate: bool = Field(
+        True, description="Add safe_action as a candidate (the Simplex backup): chosen when admissible and best, or by the fallback."
+    )
+    fallback: Literal["lowest_cost", "safe_action"] = Field(
+        "lowest_cost",
+        description="When nothing is admissible: 'lowest_cost' takes the best Q_R among candidates within "
+        "fallback_margin of the lowest Q_C (0: the lowest-Q_C candidate itself); 'safe_action' takes safe_action.",
+    )
+    fallback_margin: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Q_C slack of the 'lowest_cost' fallback. A margin lets the controller creep past a hazard "
+        "instead of freezing on the safest (often: stop) candidate.",
+    )
+    safe_action: list[float] | None = Field(None, description="Action (env units) for faults and the safe_action fallback; default: the middle of the action box.")
+    seed: int = Field(0, ge=0, description="Seed of the fixed offsets (stored in the export: same observation, same action).")
+
+
+class CriteriaConfig(StrictModel):
+    """Release criteria for one engine; all must hold."""
+
+    accident_rate_upper: float = Field(0.05, ge=0.0, le=1.0, description="Max one-sided 95% Clopper-Pearson upper bound on the accident rate.")
+    success_rate_min: float = Field(0.9, ge=0.0, le=1.0, description="Min success rate.")
+    mean_return_min: float | None = Field(None, description="Min mean return (None: not judged).")
+    latency_p99_ms: float = Field(1.0, gt=0.0, description="Max p99 controller latency per call, batch 1, ms.")
+
+
+class DeployConfig(StrictModel):
+    """Evaluation of the exported controller, certification and release."""
+
+    episodes: int = Field(200, ge=1, le=1_000_000, description="Evaluation episodes per engine (fixed seeds).")
+    seed: int = Field(1000, ge=0, description="Base seed of the evaluation episodes (disjoint from the data's).")
+    workers: int = Field(2, ge=1, le=256, description="Evaluation processes.")
+    threads: int = Field(1, ge=1, le=64, description="torch threads per evaluation process (batch-1 inference).")
+    ablations: bool = Field(True, description="Also evaluate the gate's ablations (gate off, accident critic only, OOD only, plain actor, BC).")
+    trajectories: int = Field(12, ge=0, le=1000, description="Episodes per engine whose paths are kept for the report's plots.")
+    releases_dir: Path = Field(Path("releases"), description="Passing artifacts are copied to <releases_dir>/<run.name>-<sha>.")
+    criteria: dict[str, CriteriaConfig] = Field(
+        default_factory=lambda: {
+            "safecritic/PointNav-v0": CriteriaConfig(),
+            "safecritic/PointNavBullet-v0": CriteriaConfig(accident_rate_upper=0.08, success_rate_min=0.8),
+        },
+        description="Criteria per env id; every id in env.eval_ids needs an entry.",
+    )
 
 
 class TrainConfig(StrictModel):
@@ -238,6 +330,11 @@ class RunConfig(StrictModel):
     runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     seed: int = Field(0, ge=0, description="Seed of training.")
     threads: int = Field(2, ge=1, le=256, description="torch intra-op threads (this project targets 2 cores).")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="Matmul precision of training (weights, losses and exports stay fp32). 'bf16' uses CPU autocast "
+        "(fast on CPUs with AVX-512 BF16/AMX, slow elsewhere); 'auto' picks bf16 only where the CPU supports it.",
+    )
 
 
 class Config(StrictModel):
@@ -248,7 +345,19 @@ class Config(StrictModel):
     critics: CriticsConfig = Field(default_factory=CriticsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _every_eval_env_has_criteria(self) -> "Config":
+        missing = [e for e in self.env.eval_ids if e not in self.deploy.criteria]
+        if missing:
+            raise ValueError(
+                f"deploy.criteria has no entry for {', '.join(missing)} (listed in env.eval_ids); "
+                f"add one, e.g. -o 'deploy.criteria={{{missing[0]}: {{success_rate_min: 0.9}}}}'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _behaviors_exist_for_task(self) -> "Config":

@@ -13,6 +13,7 @@ from safecritic.critics.duals import DualVariable
 from safecritic.critics.networks import Normalizer
 from safecritic.critics.ood import OODDetector
 from safecritic.critics.q_ensemble import QEnsemble
+from safecritic.envs.features import featurizer_for
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ class ModelSpec:
         return cls(d["obs_dim"], d["act_dim"], d["cost_q_max"], tuple(d["act_low"]), tuple(d["act_high"]))
 
 
+def _safe_action(config: Config, spec: ModelSpec) -> torch.Tensor:
+    """gate.safe_action mapped into [-1, 1]^A (default: the middle of the box, 0)."""
+    low, high = torch.tensor(spec.act_low), torch.tensor(spec.act_high)
+    if config.gate.safe_action is None or len(config.gate.safe_action) != spec.act_dim:
+        return torch.zeros(spec.act_dim)  # a wrong length is reported by the gate's own check
+    action = torch.maximum(torch.minimum(torch.tensor(config.gate.safe_action), high), low)
+    return (2.0 * (action - low) / (high - low) - 1.0).float()
+
+
 class SafeCriticModel(nn.Module):
     """Normaliser, behaviour prior, OOD detector, critics (+ targets), actor, temperature, duals.
 
@@ -43,8 +53,11 @@ class SafeCriticModel(nn.Module):
     def __init__(self, config: Config, spec: ModelSpec) -> None:
         super().__init__()
         c, p = config.critics, config.policy
-        o, a = spec.obs_dim, spec.act_dim
         self.spec = spec
+        # Derived features (envs/features.py) are appended before normalisation; every
+        # network sees the featurized observation, and the exports carry the featurizer.
+        self.features = featurizer_for(config.env.id, config.env.features)
+        o, a = self.features.out_dim(spec.obs_dim), spec.act_dim
         self.obs_norm = Normalizer(torch.zeros(o), torch.ones(o))
         self.register_buffer("act_low", torch.tensor(spec.act_low, dtype=torch.float32))
         self.register_buffer("act_high", torch.tensor(spec.act_high, dtype=torch.float32))
@@ -64,10 +77,24 @@ class SafeCriticModel(nn.Module):
         self.critic_target.requires_grad_(False)
         self.actor = TanhGaussianActor(o, a, p.hidden)
         self.log_temperature = nn.Parameter(torch.tensor(float(p.temperature_init)).log())
+        # The unconstrained actor on the same critics (ablation "plain CQL actor"); its own temperature.
+        self.plain_actor = TanhGaussianActor(o, a, p.hidden) if p.plain_actor else None
+        self.plain_log_temperature = nn.Parameter(torch.tensor(float(p.temperature_init)).log()) if p.plain_actor else None
         self.cql_alpha = DualVariable(c.task.alpha, c.task.alpha_lr)
+        # The gate's safe action in the unit box, also a candidate of the 'safest' backup.
+        safe = _safe_action(config, spec)
+        self.register_buffer("safe_action_unit", safe if config.gate.safe_candidate else None)
+        k = p.constraints
+        self.cost_multiplier = DualVariable(k.cost_init, k.cost_lr, k.cost_max)  # lambda_C
+        self.kl_multiplier = DualVariable(k.kl_init, k.kl_lr, k.kl_max)  # beta
+
+    def featurize(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations [B, obs_dim] -> [B, feature_dim] (observation + derived features)."""
+        return self.features(obs)
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.obs_norm(obs)
+        """Raw observations -> the networks' normalised input."""
+        return self.obs_norm(self.features(obs))
 
     def to_unit_action(self, act: torch.Tensor) -> torch.Tensor:
         """Env action -> [-1, 1]^A."""

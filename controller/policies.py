@@ -16,10 +16,11 @@ from torch import nn
 from safecritic.critics.networks import MLP
 
 LOG_2PI = math.log(2.0 * math.pi)
+HALF_LOG_2PI = 0.5 * LOG_2PI
 # Log-std ranges: the actor's follows d3rlpy/CORL's clamp upper bound (2) with a floor
 # that keeps log-probs finite; the prior's cap at 0.5 stops a component covering the box.
-ACTOR_LOG_STD = (-5.0, 2.0)
-PRIOR_LOG_STD = (-5.0, 0.5)
+ACTOR_LOG_STD_MIN, ACTOR_LOG_STD_MAX = -5.0, 2.0
+PRIOR_LOG_STD_MIN, PRIOR_LOG_STD_MAX = -5.0, 0.5
 
 
 def _tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
@@ -34,12 +35,14 @@ class TanhGaussianActor(nn.Module):
         super().__init__()
         self.act_dim = act_dim
         self.net = MLP(obs_dim, hidden, 2 * act_dim)
+        self.log_std_min, self.log_std_max = ACTOR_LOG_STD_MIN, ACTOR_LOG_STD_MAX  # attributes: TorchScript-visible
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh mean and log-std, [B, A] each."""
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
-        return mean, log_std.clamp(*ACTOR_LOG_STD)
+        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # fp32 also under bf16 autocast
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
+    @torch.jit.export
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The mean action (what a deterministic controller executes)."""
         return torch.tanh(self.forward(obs)[0])
@@ -66,14 +69,18 @@ class MixturePrior(nn.Module):
         super().__init__()
         self.act_dim, self.components = act_dim, components
         self.net = MLP(obs_dim, hidden, components * (1 + 2 * act_dim))
+        self.log_std_min, self.log_std_max = PRIOR_LOG_STD_MIN, PRIOR_LOG_STD_MAX
+        self.half_log_2pi = HALF_LOG_2PI
 
     def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mixture log-weights [..., K], means [..., K, A], log-stds [..., K, A]."""
-        out = self.net(obs)
+        out = self.net(obs).float()
         k, a = self.components, self.act_dim
         logits = out[..., :k]
-        mean, log_std = out[..., k:].reshape(*out.shape[:-1], k, 2 * a).chunk(2, dim=-1)
-        return F.log_softmax(logits, dim=-1), torch.tanh(mean), log_std.clamp(*PRIOR_LOG_STD)
+        shape = list(out.shape[:-1])
+        shape.extend([k, 2 * a])
+        mean, log_std = out[..., k:].reshape(shape).chunk(2, dim=-1)
+        return F.log_softmax(logits, dim=-1), torch.tanh(mean), log_std.clamp(self.log_std_min, self.log_std_max)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log pi_beta(act | obs); obs [B, D] broadcast against act [..., B, A] -> [..., B]."""
@@ -82,6 +89,7 @@ class MixturePrior(nn.Module):
         comp = (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)  # [..., B, K]
         return torch.logsumexp(log_w + comp, dim=-1)
 
+    @torch.jit.export
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The component mean with the highest mixture density: the BC baseline's action.
 
@@ -90,11 +98,13 @@ class MixturePrior(nn.Module):
         """
         log_w, mean, log_std = self.params(obs)  # [B, K], [B, K, A], [B, K, A]
         z = (mean.unsqueeze(-2) - mean.unsqueeze(-3)) / log_std.exp().unsqueeze(-3)  # [B, K(at), K(comp), A]
-        comp = (-0.5 * z.pow(2) - log_std.unsqueeze(-3) - 0.5 * LOG_2PI).sum(-1)
+        comp = (-0.5 * z.pow(2) - log_std.unsqueeze(-3) - self.half_log_2pi).sum(-1)
         density = torch.logsumexp(log_w.unsqueeze(-2) + comp, dim=-1)  # [B, K]
-        best = density.argmax(dim=-1)
-        return torch.gather(mean, -2, best[..., None, None].expand(*best.shape, 1, self.act_dim)).squeeze(-2)
+        best = density.argmax(dim=-1)  # [B]
+        index = best.unsqueeze(-1).unsqueeze(-1).expand(best.shape[0], 1, self.act_dim)
+        return torch.gather(mean, -2, index).squeeze(-2)
 
+    @torch.jit.export
     def candidates(self, obs: torch.Tensor) -> torch.Tensor:
         """All component means [..., K, A] (the gate's prior candidates)."""
         return self.params(obs)[1]

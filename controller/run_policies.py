@@ -12,19 +12,25 @@ import torch
 
 from safecritic.controller.model import SafeCriticModel
 
-POLICIES = ("actor", "bc")
+POLICIES = ("actor", "plain", "bc")
 
 
 def numpy_policy(model: SafeCriticModel, which: str) -> Callable[[np.ndarray], np.ndarray]:
-    """`actor`: tanh of the actor's mean; `bc`: the behaviour prior's most likely component."""
+    """`actor`: tanh of the (constrained) actor's mean; `plain`: the unconstrained actor's;
+    `bc`: the behaviour prior's mode."""
     if which not in POLICIES:
         raise ValueError(f"unknown policy {which!r}; known: {', '.join(POLICIES)}")
+    if which == "plain" and model.plain_actor is None:
+        raise ValueError("this run trained no plain actor (policy.plain_actor: false)")
     model.eval()
 
     @torch.no_grad()
     def act(obs: np.ndarray) -> np.ndarray:
         x = model.normalize_obs(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-        unit = model.actor.deterministic(x) if which == "actor" else model.prior.mode(x)
+        if which == "bc":
+            unit = model.prior.mode(x)
+        else:
+            unit = (model.actor if which == "actor" else model.plain_actor).deterministic(x)
         return model.from_unit_action(unit)[0].numpy()
 
     return act

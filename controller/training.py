@@ -24,15 +24,19 @@ from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.updates import (
     ActorTerms,
     TrainTensors,
-    critic_actor_step,
+    actor_step,
+    critic_step,
     detector_loss_config,
     detector_step,
+    polyak,
     prior_step,
+    update_duals,
 )
 from safecritic.critics.conformal import conformal_threshold
-from safecritic.critics.cpu import tune_cpu
+from safecritic.critics.cpu import tune_cpu, use_bf16
+from safecritic.critics.diagnostics import steps_before_accident
 from safecritic.critics.csc import cost_q_max
-from safecritic.envs.dataset import OfflineData
+from safecritic.envs.dataset import NormStats, OfflineData
 
 CHECKPOINT_FORMAT = 1
 PHASES = ("pretrain", "critic", "done")
@@ -91,8 +95,9 @@ def model_spec(config: Config, data: OfflineData) -> ModelSpec:
 def _prepare_model(model: SafeCriticModel, data: OfflineData) -> None:
     """Data-dependent buffers: normalisation statistics and the detector's state box."""
     with torch.no_grad():
-        model.obs_norm.mean.copy_(data.stats.mean)
-        model.obs_norm.std.copy_(data.stats.std)
+        stats = NormStats.of(model.featurize(data.train.obs))  # train split only, featurized
+        model.obs_norm.mean.copy_(stats.mean)
+        model.obs_norm.std.copy_(stats.std)
         obs_n = model.normalize_obs(data.train.obs)
         model.detector.obs_low.copy_(obs_n.min(0).values)
         model.detector.obs_high.copy_(obs_n.max(0).values)
@@ -135,9 +140,11 @@ class Trainer:
         self.spec = model_spec(self.config, self.data)
         self.model = SafeCriticModel(self.config, self.spec)
         _prepare_model(self.model, self.data)
+        horizon = self.config.critics.accident.oversample_horizon
+        rare = torch.nonzero(steps_before_accident(self.data.train, horizon, require_terminal=False)).flatten()
         self.tensors = TrainTensors(
             self.model, self.data.train.obs, self.data.train.act, self.data.train.rew,
-            self.data.train.cost, self.data.train.next_obs, self.data.train.terminal,
+            self.data.train.cost, self.data.train.next_obs, self.data.train.terminal, rare,
         )
         c, p = self.config.critics, self.config.policy
         m = self.model
@@ -148,6 +155,9 @@ class Trainer:
             "actor": torch.optim.Adam(m.actor.parameters(), lr=p.lr),
             "temperature": torch.optim.Adam([m.log_temperature], lr=p.temperature_lr),
         }
+        if m.plain_actor is not None:
+            self.optimizers["plain_actor"] = torch.optim.Adam(m.plain_actor.parameters(), lr=p.lr)
+            self.optimizers["plain_temperature"] = torch.optim.Adam([m.plain_log_temperature], lr=p.temperature_lr)
         self.generator = torch.Generator().manual_seed(self.config.run.seed)
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
         self.calibration: dict[str, float] = {}
@@ -280,14 +290,28 @@ class Trainer:
         curriculum = cfg.critics.task.curriculum == "ood_weighted"
         self.model.prior.requires_grad_(False)
         self.model.detector.requires_grad_(False)
-        o = self.optimizers
+        o, m, g = self.optimizers, self.model, self.generator
+        constrained = cfg.policy.constraints.enabled
+
+        rare_fraction = cfg.critics.accident.oversample if m.critic.has_cost else 0.0
+        bf16 = use_bf16(cfg.run.precision)
 
         def step() -> dict[str, torch.Tensor]:
-            batch = self.tensors.sample(cfg.critics.batch_size, self.generator)
-            return critic_actor_step(
-                self.model, batch, o["critic"], o["actor"], o["temperature"], cfg, self.generator,
-                target_entropy, curriculum, ActorTerms(),
+            batch = self.tensors.sample(cfg.critics.batch_size, g, rare_fraction)
+            out = critic_step(m, batch, o["critic"], cfg, g, curriculum)
+            terms = ActorTerms(
+                cost_weight=m.cost_multiplier.get() if constrained and m.critic.has_cost else None,
+                kl_weight=m.kl_multiplier.get() if constrained else None,
             )
+            out.update(actor_step(m, m.actor, m.log_temperature, batch, o["actor"], o["temperature"], g,
+                                  target_entropy, terms, bf16=bf16))
+            if constrained:
+                out.update(update_duals(m, cfg, out))
+            if m.plain_actor is not None:
+                out.update(actor_step(m, m.plain_actor, m.plain_log_temperature, batch, o["plain_actor"],
+                                      o["plain_temperature"], g, target_entropy, ActorTerms(), prefix="plain", bf16=bf16))
+            polyak(m, cfg.critics.tau)
+            return out
 
         self._loop(cfg.train.steps, step)
         self.phase = "done"

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from safecritic.configs.schema import Config
 from safecritic.controller.model import SafeCriticModel
+from safecritic.controller.policies import TanhGaussianActor
+from safecritic.critics.cpu import autocast, use_bf16
 from safecritic.critics.cql import bellman_loss, cql_gap, sample_actions, task_target
 from safecritic.critics.csc import accident_bellman_loss, accident_target, push_up_gap
 from safecritic.critics.ood import DetectorLossConfig, detector_loss
@@ -32,20 +34,30 @@ class Batch:
 
 
 class TrainTensors:
-    """The training split, normalised once, with seeded batch sampling."""
+    """The training split, normalised once, with seeded batch sampling.
 
-    def __init__(self, model: SafeCriticModel, obs, act, rew, cost, next_obs, terminal) -> None:
+    `rare` holds the indices of the transitions that lead up to an accident; critic
+    batches can draw a fixed fraction from them (`sample(..., rare_fraction=...)`).
+    """
+
+    def __init__(self, model: SafeCriticModel, obs, act, rew, cost, next_obs, terminal,
+                 rare: torch.Tensor | None = None) -> None:
         with torch.no_grad():
             self.obs = model.normalize_obs(obs)
             self.next_obs = model.normalize_obs(next_obs)
             self.act = model.to_unit_action(act)
         self.rew, self.cost, self.terminal = rew, cost, terminal
+        self.rare = rare if rare is not None else torch.zeros(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        idx = torch.randint(0, len(self), (batch_size,), generator=generator)
+    def sample(self, batch_size: int, generator: torch.Generator, rare_fraction: float = 0.0) -> Batch:
+        n_rare = int(round(rare_fraction * batch_size)) if len(self.rare) else 0
+        idx = torch.randint(0, len(self), (batch_size - n_rare,), generator=generator)
+        if n_rare:
+            pick = torch.randint(0, len(self.rare), (n_rare,), generator=generator)
+            idx = torch.cat([idx, self.rare[pick]])
         return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx], self.terminal[idx])
 
 
@@ -78,42 +90,53 @@ def detector_step(
 
 @dataclass
 class ActorTerms:
-    """What the actor's loss adds to SAC's: filled in by the constrained actor (controller/)."""
+    """The constraint terms of the actor's loss (None: plain SAC actor)."""
 
     cost_weight: torch.Tensor | None = None  # lambda_C
     kl_weight: torch.Tensor | None = None  # beta
 
 
-def critic_actor_step(
+def critic_step(
     model: SafeCriticModel,
     batch: Batch,
     opt_critic: torch.optim.Optimizer,
-    opt_actor: torch.optim.Optimizer,
-    opt_temperature: torch.optim.Optimizer,
     config: Config,
     g: torch.Generator,
-    target_entropy: float,
     curriculum: bool = False,
-    terms: ActorTerms | None = None,
 ) -> dict[str, torch.Tensor]:
-    """CQL(H) for Q_R, CSC for Q_C, then the SAC-style actor and its temperature."""
+    """CQL(H) for Q_R and CSC for Q_C, every member on every action in one batched pass."""
     c = config.critics
     n, (b, a_dim) = c.sampled_actions, batch.act.shape
     critic, has_cost = model.critic, model.critic.has_cost
     temperature = model.log_temperature.exp().detach()
     out: dict[str, torch.Tensor] = {}
+    bf16 = use_bf16(config.run.precision)
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast(bf16):
         pi_s = model.actor.sample(batch.obs, n, g)
         pi_next = model.actor.sample(batch.next_obs, n, g)
-        q_next, cost_next = model.critic_target(batch.next_obs, pi_next[0][0])
+        safest = has_cost and c.accident.backup == "safest"
+        # Next actions for the targets: pi's first sample (Q_R's backup; Q_C's with backup
+        # 'actor'), plus, for backup 'safest', a small deterministic subset of the gate's
+        # candidates at s' (actor mean, prior modes, safe action). Deterministic and few on
+        # purpose: a minimum over many noisy samples drifts optimistic as training goes on.
+        next_actions = pi_next[0][:1]
+        if safest:
+            backup = [torch.tanh(model.actor(batch.next_obs)[0]).unsqueeze(0),
+                      model.prior.candidates(batch.next_obs).transpose(0, 1)]
+            if model.safe_action_unit is not None:
+                backup.append(model.safe_action_unit.expand(1, b, a_dim))
+            next_actions = torch.cat([next_actions, *backup], dim=0)
+        q_next, cost_next = model.critic_target(batch.next_obs, next_actions)  # [E, K', B]
         y_task = task_target(
-            batch.rew, batch.terminal, q_next, c.gamma,
+            batch.rew, batch.terminal, q_next[:, 0], c.gamma,
             pi_next[1][0] if c.task.backup_entropy else None, temperature,
         )
         if has_cost:
+            q_cost_next = critic.cost_value(cost_next)
             y_cost = accident_target(
-                batch.cost, batch.terminal, critic.cost_value(cost_next), c.accident.gamma, critic.cost_q_max
+                batch.cost, batch.terminal, q_cost_next[:, 1:] if safest else q_cost_next[:, 0],
+                c.accident.gamma, critic.cost_q_max,
             )
         sampled = sample_actions(pi_s, pi_next, n, b, a_dim, g)
         log_weight = None
@@ -125,7 +148,8 @@ def critic_actor_step(
             out["curriculum_weight"] = log_weight.exp().mean()
 
     actions = torch.cat([batch.act.unsqueeze(0), sampled.actions], dim=0)  # [1 + 3N, B, A]
-    q_task, cost_logits = critic(batch.obs, actions)
+    with autocast(bf16):
+        q_task, cost_logits = critic(batch.obs, actions)
     q_data = q_task[:, 0]
     gap = cql_gap(q_data, q_task[:, 1:], sampled.log_density, log_weight)
     alpha = model.cql_alpha.get()
@@ -135,47 +159,82 @@ def critic_actor_step(
                q_task_data=q_data.mean().detach(), q_task_target=y_task.mean())
     if has_cost:
         q_cost = critic.cost_value(cost_logits)
+        off = slice(1 + sampled.off_data.start, 1 + sampled.off_data.stop)
         loss_cost = accident_bellman_loss(cost_logits[:, 0], y_cost, critic.cost_q_max)
-        push = push_up_gap(q_cost[:, 0], q_cost[:, 1 + sampled.off_data.start : 1 + sampled.off_data.stop])
+        push = push_up_gap(q_cost[:, 0], q_cost[:, off])
         loss = loss + loss_cost + c.accident.alpha * push.sum()
         out.update(q_cost_loss=loss_cost.detach(), csc_gap=push.mean().detach(),
-                   q_cost_data=q_cost[:, 0].mean().detach(),
-                   q_cost_off=q_cost[:, 1 : 1 + sampled.off_data.stop].mean().detach())
+                   q_cost_data=q_cost[:, 0].mean().detach(), q_cost_off=q_cost[:, off].mean().detach())
     opt_critic.zero_grad(set_to_none=True)
     loss.backward()
     opt_critic.step()
     out["critic_loss"] = loss.detach()
-    if config.critics.task.alpha_mode == "lagrangian":
+    if c.task.alpha_mode == "lagrangian":
         model.cql_alpha.update(gap.mean().detach() - c.task.target_gap)
+    return out
 
-    # Actor: gradients flow through the frozen critic into the action only.
+
+def actor_step(
+    model: SafeCriticModel,
+    actor: TanhGaussianActor,
+    log_temperature: torch.Tensor,
+    batch: Batch,
+    opt_actor: torch.optim.Optimizer,
+    opt_temperature: torch.optim.Optimizer,
+    g: torch.Generator,
+    target_entropy: float,
+    terms: ActorTerms,
+    prefix: str = "actor",
+    bf16: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Loss: temperature log pi - min Q_R [+ lambda_C max Q_C + beta (log pi - log pi_beta)].
+
+    Gradients flow through the frozen critic into the action only (no weight gradients
+    are computed for the critic).
+    """
+    critic = model.critic
+    temperature = log_temperature.exp().detach()
+    out: dict[str, torch.Tensor] = {}
     critic.requires_grad_(False)
-    act_new, logp_new = model.actor.sample(batch.obs, 1, g)
-    act_new, logp_new = act_new[0], logp_new[0]
-    q_new, cost_new = critic(batch.obs, act_new)
-    actor_loss = temperature * logp_new - q_new.min(dim=0).values
-    if terms is not None and terms.cost_weight is not None and cost_new is not None:
-        q_cost_new = critic.cost_value(cost_new).max(dim=0).values
-        actor_loss = actor_loss + terms.cost_weight * q_cost_new
-        out["actor_q_cost"] = q_cost_new.mean().detach()
-    if terms is not None and terms.kl_weight is not None:
-        kl = logp_new - model.prior.log_prob(batch.obs, act_new)
-        actor_loss = actor_loss + terms.kl_weight * kl
-        out["actor_kl"] = kl.mean().detach()
-    actor_loss = actor_loss.mean()
+    with autocast(bf16):
+        act, logp = actor.sample(batch.obs, 1, g)
+        act, logp = act[0], logp[0]
+        q_task, cost_logits = critic(batch.obs, act)
+    loss = temperature * logp - q_task.min(dim=0).values
+    if cost_logits is not None:
+        q_cost = critic.cost_value(cost_logits).max(dim=0).values
+        out[f"{prefix}_q_cost"] = q_cost.mean().detach()
+        if terms.cost_weight is not None:
+            loss = loss + terms.cost_weight * q_cost
+    if terms.kl_weight is not None:
+        kl = logp - model.prior.log_prob(batch.obs, act)
+        loss = loss + terms.kl_weight * kl
+        out[f"{prefix}_kl"] = kl.mean().detach()
+    loss = loss.mean()
     opt_actor.zero_grad(set_to_none=True)
-    actor_loss.backward()
+    loss.backward()
     opt_actor.step()
     critic.requires_grad_(True)
 
-    temp_loss = -(model.log_temperature * (logp_new.detach() + target_entropy)).mean()
+    temp_loss = -(log_temperature * (logp.detach() + target_entropy)).mean()
     opt_temperature.zero_grad(set_to_none=True)
     temp_loss.backward()
     opt_temperature.step()
-
-    with torch.no_grad():
-        torch._foreach_lerp_(
-            list(model.critic_target.parameters()), list(critic.parameters()), c.tau
-        )
-    out.update(actor_loss=actor_loss.detach(), entropy=-logp_new.mean().detach(), temperature=temperature)
+    out.update({f"{prefix}_loss": loss.detach(), f"{prefix}_entropy": -logp.mean().detach(),
+                f"{prefix}_q_task": q_task.min(dim=0).values.mean().detach(), f"{prefix}_temperature": temperature})
     return out
+
+
+def update_duals(model: SafeCriticModel, config: Config, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Projected ascent on lambda_C and beta from this step's constraint values."""
+    k = config.policy.constraints
+    if "actor_q_cost" in metrics:
+        model.cost_multiplier.update(metrics["actor_q_cost"] - k.cost_limit)
+    if "actor_kl" in metrics:
+        model.kl_multiplier.update(metrics["actor_kl"] - k.kl_limit)
+    return {"lambda_cost": model.cost_multiplier.get().clone(), "beta_kl": model.kl_multiplier.get().clone()}
+
+
+def polyak(model: SafeCriticModel, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(model.critic_target.parameters()), list(model.critic.parameters()), tau)

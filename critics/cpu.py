@@ -32,3 +32,19 @@ def keep_large_allocations() -> bool:
 def tune_cpu(threads: int) -> None:
     torch.set_num_threads(threads)
     keep_large_allocations()
+
+
+def bf16_supported() -> bool:
+    """True where the CPU has native bf16 matmuls (AVX-512 BF16 or AMX)."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
+def use_bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and bf16_supported())
+
+
+def autocast(enabled: bool):
+    """CPU autocast to bf16 for matmuls (a no-op context when disabled)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)

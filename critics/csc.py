@@ -21,11 +21,15 @@ def cost_q_max(gamma_c: float, costs_terminate: bool) -> float:
 def accident_target(
     cost: torch.Tensor, terminal: torch.Tensor, q_next_cost: torch.Tensor, gamma_c: float, q_max: float
 ) -> torch.Tensor:
-    """c + gamma_c (1 - terminal) max_e Q̄_C(s', a'), clipped to [0, q_max].
+    """c + gamma_c (1 - terminal) V_C(s'), clipped to [0, q_max].
 
-    The max over members is the pessimistic choice for a safety critic.
+    q_next_cost: target Q_C at s' as [E, B] (one next action: the max over members, the
+    pessimistic choice for a safety critic) or [E, K, B] (K candidate next actions: the
+    safest candidate, each judged by its most pessimistic member).
     """
-    target = cost + gamma_c * (1.0 - terminal) * q_next_cost.max(dim=0).values
+    pessimistic = q_next_cost.max(dim=0).values
+    v_next = pessimistic.min(dim=0).values if pessimistic.dim() == 2 else pessimistic
+    target = cost + gamma_c * (1.0 - terminal) * v_next
     return target.clamp(0.0, q_max)
 
 

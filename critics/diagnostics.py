@@ -8,11 +8,15 @@ from safecritic.critics.metrics import auroc
 from safecritic.envs.dataset import Transitions
 
 
-def steps_before_accident(transitions: Transitions, horizon: int) -> torch.Tensor:
-    """1 where an accident (cost > 0 on a terminal step) happens within `horizon` steps from here
-    (this step included) in the same episode; transitions must be in episode order."""
+def steps_before_accident(transitions: Transitions, horizon: int, require_terminal: bool = True) -> torch.Tensor:
+    """1 where an accident (cost > 0 on a terminal step; any cost > 0 without `require_terminal`)
+    happens within `horizon` steps from here (this step included) in the same episode;
+    transitions must be in episode order."""
     label = torch.zeros(len(transitions), dtype=torch.bool)
-    accident_rows = torch.nonzero((transitions.cost > 0) & (transitions.terminal > 0)).flatten()
+    events = transitions.cost > 0
+    if require_terminal:
+        events &= transitions.terminal > 0
+    accident_rows = torch.nonzero(events).flatten()
     for row in accident_rows.tolist():
         episode = transitions.episode[row]
         first = max(0, row - horizon + 1)

@@ -63,6 +63,8 @@ class EnsembleLinear(nn.Module):
 class EnsembleMLP(nn.Module):
     """E MLPs evaluated together. Input [B, in] (shared by all members) or [E, B, in]."""
 
+    __jit_unused_properties__ = ["linears"]
+
     def __init__(
         self,
         members: int,
@@ -75,19 +77,26 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         self.members = members
         dims = [in_dim, *hidden]
-        self.linears = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(nn.LayerNorm(h, elementwise_affine=False) if layer_norm else nn.Identity() for h in hidden)
-        # In place: the linear layers' backward needs their inputs, not their outputs, so
-        # the activation can overwrite them and skip one large allocation per layer.
-        self.act = _activation(activation, inplace=True)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers.append(EnsembleLinear(members, a, b))
+            if layer_norm:
+                layers.append(nn.LayerNorm(b, elementwise_affine=False))
+            # In place: the linear layers' backward needs their inputs, not their outputs,
+            # so the activation can overwrite them and skip one large allocation per layer.
+            layers.append(_activation(activation, inplace=True))
+        self.body = nn.Sequential(*layers)
         self.head = EnsembleLinear(members, dims[-1], out_dim)
+
+    @property
+    def linears(self) -> list[EnsembleLinear]:
+        """The hidden layers' linear maps, in order (the head excluded)."""
+        return [m for m in self.body if isinstance(m, EnsembleLinear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.members, -1, -1)
-        for linear, norm in zip(self.linears, self.norms):
-            x = self.act(norm(linear(x)))
-        return self.head(x)
+            x = x.unsqueeze(0).expand(self.members, x.shape[0], x.shape[1])
+        return self.head(self.body(x))
 
     def flops_per_row(self) -> int:
         """Multiply-adds x2 of one forward pass of one input row through all members."""

@@ -39,8 +39,9 @@ class OODDetector(nn.Module):
 
     def logit(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """obs [..., B, obs_dim] broadcast against act [..., B, act_dim] -> [..., B]."""
-        obs = obs.expand(*act.shape[:-1], obs.shape[-1])
-        return self.f(torch.cat([obs, act], dim=-1)).squeeze(-1)
+        shape = list(act.shape[:-1])
+        shape.append(obs.shape[-1])
+        return self.f(torch.cat([obs.expand(shape), act], dim=-1)).float().squeeze(-1)
 
     def score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """OOD score: higher means further from the data."""

@@ -57,17 +57,21 @@ class QEnsemble(nn.Module):
         single = act.dim() == 2
         acts = act.unsqueeze(0) if single else act
         k, b = acts.shape[0], acts.shape[1]
-        x = torch.cat([obs.unsqueeze(0).expand(k, -1, -1), acts], dim=-1).reshape(k * b, -1)
-        out = self.net(x).reshape(self.net.members, k, b, -1)
+        x = torch.cat([obs.unsqueeze(0).expand(k, b, obs.shape[-1]), acts], dim=-1).reshape(k * b, -1)
+        out = self.net(x).float().reshape(self.net.members, k, b, -1)  # fp32 out, also under bf16 autocast
+        cost: torch.Tensor | None = None
         if self.shared_trunk:
-            q_task = out[..., 0]
-            cost = out[..., 1] if self.has_cost else None
+            q_task = out[:, :, :, 0]
+            if self.cost_members > 0:
+                cost = out[:, :, :, 1]
         else:
-            q_task = out[: self.task_members, ..., 0]
-            cost = out[self.task_members :, ..., 0] if self.has_cost else None
+            q_task = out[: self.task_members, :, :, 0]
+            if self.cost_members > 0:
+                cost = out[self.task_members :, :, :, 0]
         if single:
             q_task = q_task.squeeze(1)
-            cost = cost.squeeze(1) if cost is not None else None
+            if cost is not None:
+                cost = cost.squeeze(1)
         return q_task, cost
 
     def cost_value(self, logits: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 class BarProgress:
     """Adapts the trainer's progress protocol to one tqdm bar per phase."""
 
-    KEYS = ("prior_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_loss", "updates_per_s")
+    KEYS = ("prior_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_q_cost", "lambda_cost",
+            "actor_kl", "updates_per_s")
 
     def __init__(self) -> None:
         self.bar = None
@@ -134,6 +135,128 @@ def cmd_ood_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}%"
+
+
+def _print_engine_table(evaluation_envs: dict, title: str) -> None:
+    print(title)
+    print(f"  {'engine':<30} {'success':>8} {'accidents':>10} {'CP95 upper':>10} {'return':>8} {'length':>7} {'p99 us':>7}")
+    for env_id, ev in evaluation_envs.items():
+        s = ev["summary"]
+        print(f"  {env_id:<30} {_pct(s['success_rate']):>8} {_pct(s['accident_rate']):>10} {_pct(s['accident_rate_upper']):>10} "
+              f"{s['mean_return']:>8.2f} {s['mean_length']:>7.1f} {s['latency_us']['p99']:>7.0f}")
+
+
+def _print_certification(report: dict) -> None:
+    print(f"certification: {'PASSED' if report['passed'] else 'FAILED'}")
+    for failure in report["failed_criteria"]:
+        print(f"  failed: {failure}")
+    print(f"  report: {report['report_dir']}/report.md")
+    if report.get("released_to"):
+        print(f"  released to {report['released_to']}")
+    elif report["passed"]:
+        print("  (not released)")
+    else:
+        print("  nothing released")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from safecritic.pipeline import export
+
+    manifest = export(args.run_dir, args.out, args.variant)
+    out = args.out or args.run_dir / "artifact"
+    print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json)")
+    print(f"sha256   {manifest['sha256']}")
+    print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
+    print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
+          f"OOD threshold {manifest['thresholds']['ood']:.4g}")
+    return EXIT_OK
+
+
+def _artifact_config(args: argparse.Namespace):
+    """-c/-o when given; else the config stored in the artifact's manifest (with -o applied)."""
+    from safecritic.configs.loader import apply_overrides
+    from safecritic.configs.schema import Config
+    from safecritic.pipeline import read_manifest
+
+    if args.config is not None:
+        return _load(args)
+    data = read_manifest(args.artifact_dir)["config"]
+    if args.override:
+        from pydantic import ValidationError
+
+        from safecritic.configs.errors import ConfigError
+        from safecritic.configs.loader import format_validation_error
+
+        try:
+            return Config.model_validate(apply_overrides(data, args.override))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "the artifact's config")) from None
+    return Config.model_validate(data)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from safecritic.pipeline import evaluate
+
+    config = _artifact_config(args)
+    total = config.deploy.episodes * len(config.env.eval_ids)
+    with _progress(total, "evaluate", "ep") as bar:
+        evaluation = evaluate(args.artifact_dir, config, bar.update)
+    _print_engine_table(evaluation["envs"], f"evaluation of {args.artifact_dir} ({config.deploy.episodes} episodes per engine)")
+    print(f"saved {args.artifact_dir}/evaluation.json")
+    return EXIT_OK
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from safecritic.pipeline import certify
+
+    config = _artifact_config(args)
+    total = config.deploy.episodes * len(config.env.eval_ids)
+    with _progress(total, "evaluate", "ep") as bar:
+        report = certify(args.artifact_dir, config, args.report_dir, progress=bar.update, do_release=not args.no_release)
+    _print_certification(report)
+    return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from safecritic.pipeline import run_all
+
+    config = _load(args)
+    start = time.perf_counter()
+    names = ["collect", "train", "export", "evaluate", "certify"]
+
+    def stage(message: str) -> None:
+        name = message.split(":")[0]
+        number = names.index(name) + 1 if name in names else "?"
+        print(f"[{number}/{len(names)}] {message}", file=sys.stderr, flush=True)
+
+    report = run_all(config, args.run_dir, stage, lambda total, desc: _progress(total, desc, "ep"), BarProgress(),
+                     config_path=args.config)
+    minutes = (time.perf_counter() - start) / 60
+    print()
+    print(f"safecritic run {config.run.name}: {minutes:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in report['timings'].items() if v >= 1)})")
+    print(f"run dir  {report['run_dir']}")
+    rows = [r for r in report["ablations"]]
+    print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'return':>8}")
+    for r in rows:
+        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {_pct(r['success_rate']):>8} {_pct(r['accident_rate']):>10} {r['mean_return']:>8.2f}")
+    _print_certification(report)
+    return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from safecritic.pipeline import certify
+
+    run_dir = args.run_dir
+    ablations = {p.name: p for p in sorted((run_dir / "ablations").glob("*")) if (p / "evaluation.json").is_file()}
+    report = certify(run_dir / "artifact", None, run_dir / "report", ablations, do_release=False)
+    _print_certification(report)
+    return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safecritic",
@@ -186,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory (runs/<name>)")
-    p.add_argument("--policy", choices=["actor", "bc"], default="actor", help="which policy (default: actor)")
+    p.add_argument("--policy", choices=["actor", "plain", "bc"], default="actor",
+                   help="actor: the (KL-constrained) actor; plain: the unconstrained actor; bc: the prior's mode")
     p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: the run's env.id)")
     p.add_argument("-n", "--episodes", type=int, default=200, help="episodes per env (default 200)")
     p.add_argument("--seed", type=int, default=1000, help="base seed of the evaluation episodes (default 1000)")
@@ -206,6 +330,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a trained run directory")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/ood_report)")
     p.set_defaults(func=cmd_ood_report)
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained run's gated controller to TorchScript + manifest",
+        description=(
+            "Script the gated controller (or one of its ablations), check it against the eager module on "
+            "dataset observations (max abs diff <= 1e-5), and write controller.pt and manifest.json (spaces, "
+            "thresholds, candidates, dataset id and hash, config, training metrics, torch version, SHA-256)."
+        ),
+    )
+    p.add_argument("run_dir", type=Path, help="a trained run directory")
+    p.add_argument("--out", type=Path, default=None, help="artifact folder (default RUN_DIR/artifact)")
+    p.add_argument("--variant", default="gated",
+                   help="gated (default), bare_actor, gate_off, accident_only, ood_only, plain_actor or bc")
+    p.set_defaults(func=cmd_export)
+
+    for name, func, helptext in (
+        ("evaluate", cmd_evaluate, "run an exported controller in every engine of the config"),
+        ("certify", cmd_certify, "evaluate, judge the release criteria per engine, write the report, release on a pass"),
+    ):
+        p = sub.add_parser(
+            name, help=helptext,
+            description=(
+                f"{helptext[0].upper() + helptext[1:]}. The exported file runs (through the torch+numpy runtime, "
+                "hash-checked), not Python objects: deploy.episodes episodes per engine in env.eval_ids from fixed "
+                "seeds (deploy.seed), spread over deploy.workers processes, with env.faults applied. Without -c, "
+                "the config stored in the artifact's manifest is used (overrides still apply)."
+                + (" Exit code 1 and nothing released when any criterion fails." if name == "certify" else "")
+            ),
+        )
+        p.add_argument("artifact_dir", type=Path, help="folder with controller.pt and manifest.json")
+        _add_config_args(p)
+        p.set_defaults(config=None)
+        if name == "certify":
+            p.add_argument("--report-dir", type=Path, default=None, help="report folder (default ARTIFACT_DIR/report)")
+            p.add_argument("--no-release", action="store_true", help="judge and report, but do not release")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: collect, train, export, evaluate, certify and release",
+        description=(
+            "Collect the dataset if it is missing, train (or resume an unfinished run), export the gated "
+            "controller and its ablations, evaluate all of them in every engine, judge the release criteria "
+            "and release the controller if it passes. Without -c it runs the packaged PointNav preset. "
+            "Exit code 1 when certification fails (nothing is released)."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="rebuild a run's certification report from its saved evaluations",
+                       description="Re-judge and re-render RUN_DIR/report from the evaluations already saved (no rollouts, no release).")
+    p.add_argument("run_dir", type=Path, help="a run directory that went through `safecritic run`")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -218,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SafecriticError as exc:
         print(f"safecritic {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ValueError as exc:
+        # The runtime stands alone (torch + numpy), so its errors are plain ValueErrors.
+        if type(exc).__module__ == "safecritic.deploy.runtime":
+            print(f"safecritic {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
     except KeyboardInterrupt:
         print(f"safecritic {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -45,7 +45,7 @@ def check_run_dir(run_dir: Path, config: Config, resume: bool) -> None:
                 f"--resume: the config differs from the one {run_dir} was started with ({'; '.join(diff[:8])}); "
                 f"resume with -c {paths.config}, or start a new run with another --run-dir"
             )
-    elif paths.checkpoint.exists() or paths.metrics.exists():
+    elif paths.checkpoint.exists():  # metrics without a checkpoint: nothing to lose by starting over
         raise RunError(
             f"{run_dir} already holds a run; pass --resume to continue it, choose another --run-dir "
             "(or -o run.name=...), or delete the folder"
@@ -71,3 +71,185 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, pro
     data = load_data(config, config_path)
     trainer = Trainer(config, data, run_dir, progress=progress or NoProgress())
     return trainer.run(resume=resume)
+
+
+# ----- export, evaluate, certify, release ----------------------------------------------
+
+def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gated", loaded=None) -> dict[str, Any]:
+    """Stage 5: TorchScript + manifest (after a parity check) for one controller variant.
+
+    `loaded` (from deploy.export.load_for_export) saves re-reading the run for each variant.
+    """
+    from safecritic.deploy.export import ABLATIONS, BARE_ACTOR, FULL, export_run
+
+    variants = {v.name: v for v in (FULL, BARE_ACTOR, *ABLATIONS)}
+    if variant_name not in variants:
+        raise RunError(f"unknown variant {variant_name!r}; known: {', '.join(variants)}")
+    return export_run(Path(run_dir), out_dir, variants[variant_name], loaded)
+
+
+def _eval_settings(config: Config) -> dict[str, Any]:
+    d = config.deploy
+    return {"eval_ids": config.env.eval_ids, "episodes": d.episodes, "seed": d.seed,
+            "faults": config.env.faults.model_dump()}
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    import json
+
+    from safecritic.deploy.runtime import ArtifactError, load
+
+    try:
+        return load(artifact_dir).manifest  # verifies the hash too
+    except ArtifactError as exc:
+        raise RunError(str(exc)) from None
+    except json.JSONDecodeError as exc:  # pragma: no cover - load() wraps this
+        raise RunError(f"{artifact_dir}: bad manifest: {exc}") from None
+
+
+def evaluate(artifact_dir: Path, config: Config | None = None, progress: Callable[[int], None] | None = None,
+             reuse: bool = False) -> dict[str, Any]:
+    """Stage 6: run the exported file in every env of the config; saves evaluation.json."""
+    return evaluate_many([Path(artifact_dir)], config, progress, reuse)[Path(artifact_dir)]
+
+
+def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
+                  progress: Callable[[int], None] | None = None, reuse: bool = False) -> dict[Path, dict[str, Any]]:
+    """Evaluate several artifacts in one pool of workers (each saves its evaluation.json).
+
+    With `reuse`, an artifact whose saved evaluation matches its hash and the config's
+    evaluation settings is not run again.
+    """
+    import json
+
+    from safecritic.configs.fileio import atomic_write_text
+    from safecritic.deploy.evaluate import episodes_as_dicts, evaluate_artifacts, summarize_env
+
+    manifests = {Path(a): read_manifest(Path(a)) for a in artifact_dirs}
+    config = config or Config.model_validate(next(iter(manifests.values()))["config"])
+    out: dict[Path, dict[str, Any]] = {}
+    todo = []
+    for folder, manifest in manifests.items():
+        path = folder / "evaluation.json"
+        if reuse and path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("artifact_sha256") == manifest["sha256"] and saved.get("settings") == _eval_settings(config):
+                out[folder] = saved
+                continue
+        todo.append(folder)
+    if todo:
+        results = evaluate_artifacts(todo, config, progress)
+        for folder in todo:
+            manifest = manifests[folder]
+            evaluation = {
+                "artifact_sha256": manifest["sha256"],
+                "variant": manifest["variant"]["name"],
+                "settings": _eval_settings(config),
+                "envs": {env_id: {"summary": summarize_env(ev), "episodes": episodes_as_dicts(ev)}
+                         for env_id, ev in results[str(folder)].items()},
+            }
+            atomic_write_text(folder / "evaluation.json", json.dumps(evaluation))
+            out[folder] = evaluation
+    return out
+
+
+def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path | None = None,
+            ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
+            do_release: bool = True) -> dict[str, Any]:
+    """Stage 7: judge the criteria per engine, write the report, release on a pass."""
+    from safecritic.deploy.certify import release
+    from safecritic.deploy.report import build_report
+
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    config = config or Config.model_validate(manifest["config"])
+    ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
+    evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True)
+    evaluation = evaluations[artifact_dir]
+    ablations = {name: {"manifest": read_manifest(folder), "evaluation": evaluations[folder]}
+                 for name, folder in ablation_dirs.items()}
+    report_dir = Path(report_dir) if report_dir else artifact_dir / "report"
+    report = build_report(config, manifest, evaluation, ablations, report_dir)
+    report["report_dir"] = str(report_dir)
+    report["released_to"] = None
+    if report["passed"] and do_release:
+        report["released_to"] = str(release(artifact_dir, report_dir, config.deploy.releases_dir, config.run.name,
+                                            manifest["sha256"]))
+    return report
+
+
+def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], None] | None = None,
+            bar: Callable[[int, str], Any] | None = None, train_progress=None,
+            config_path: Path | None = None) -> dict[str, Any]:
+    """The main job: collect (if missing), train (or resume), export, evaluate, certify, release.
+
+    `stage(message)` announces each stage; `bar(total, desc)` returns a context manager
+    with `.update(n)` for the long loops; `train_progress` follows the trainer's protocol.
+    """
+    import time
+
+    from safecritic.controller.training import RunPaths, load_checkpoint
+    from safecritic.deploy.export import ABLATIONS
+    from safecritic.envs.minari_io import dataset_exists
+
+    stage = stage or (lambda message: None)
+    timings: dict[str, float] = {}
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    paths = RunPaths(run_dir)
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        timings[name] = time.perf_counter() - start
+        return out
+
+    if dataset_exists(config.data.dataset_id):
+        stage(f"collect: dataset {config.data.dataset_id} exists, skipped")
+    else:
+        stage(f"collect: {config.data.episodes} episodes into {config.data.dataset_id}")
+        timed("collect", lambda: _with_bar(bar, config.data.episodes, "collect", lambda cb: collect(config, progress=cb)))
+
+    done = paths.checkpoint.is_file() and load_checkpoint(paths.checkpoint)["phase"] == "done"
+    resume = paths.checkpoint.is_file()
+    if done:
+        check_run_dir(run_dir, config, resume=True)
+        stage(f"train: {run_dir} is already trained, skipped")
+    else:
+        stage(f"train: {'resuming ' if resume else ''}{run_dir}")
+        timed("train", lambda: train(config, run_dir, resume=resume, progress=train_progress, config_path=config_path))
+
+    from safecritic.deploy.export import load_for_export
+
+    stage("export: TorchScript + manifest (parity-checked)")
+    artifact = run_dir / "artifact"
+    loaded = load_for_export(run_dir)
+    timed("export", lambda: export(run_dir, artifact, loaded=loaded))
+    ablation_dirs: dict[str, Path] = {}
+    if config.deploy.ablations:
+        for variant in ABLATIONS:
+            if variant.name == "plain_actor" and not config.policy.plain_actor:
+                continue
+            if variant.name in ("accident_only",) and not config.critics.accident.enabled:
+                continue
+            folder = run_dir / "ablations" / variant.name
+            timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
+            ablation_dirs[variant.name] = folder
+
+    variants = 1 + len(ablation_dirs)
+    total = variants * len(config.env.eval_ids) * config.deploy.episodes
+    stage(f"evaluate: {variants} controller(s) x {len(config.env.eval_ids)} engine(s) x {config.deploy.episodes} episodes")
+
+    timed("evaluate", lambda: _with_bar(bar, total, "evaluate",
+                                        lambda cb: evaluate_many([artifact, *ablation_dirs.values()], config, cb)))
+    stage("certify: criteria per engine, report, release")
+    report = timed("certify", lambda: certify(artifact, config, run_dir / "report", ablation_dirs, do_release=True))
+    report["timings"] = timings
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def _with_bar(bar, total: int, desc: str, fn: Callable[[Callable[[int], None] | None], Any]) -> Any:
+    if bar is None:
+        return fn(None)
+    with bar(total, desc) as b:
+        return fn(b.update)

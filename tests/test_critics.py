@@ -45,6 +45,13 @@ def test_accident_target_uses_max_terminal_and_range():
     q_next = torch.tensor([[0.2, 0.9, 0.9], [0.6, 0.1, 0.9]])
     y = accident_target(torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 0.0]), q_next, 0.9, 1.0)
     torch.testing.assert_close(y, torch.tensor([0.9 * 0.6, 1.0, 1.0]))  # last one clipped from 1.81
+
+
+def test_safest_backup_takes_the_safest_candidate_by_its_worst_member():
+    # [members=2, candidates=3, B=1]: candidate risks by worst member are 0.8, 0.3, 0.5
+    q_next = torch.tensor([[[0.8], [0.1], [0.5]], [[0.2], [0.3], [0.4]]])
+    y = accident_target(torch.tensor([0.0]), torch.tensor([0.0]), q_next, 0.5, 1.0)
+    torch.testing.assert_close(y, torch.tensor([0.5 * 0.3]))
     assert cost_q_max(0.99, True) == 1.0 and math.isclose(cost_q_max(0.99, False), 100.0)
 
 

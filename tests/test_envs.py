@@ -88,7 +88,7 @@ def test_accident_costs_one_and_terminates(env):
         if terminated:
             break
     assert info["accident"] and info["cost"] == 1.0 and not info["success"]
-    distance = np.linalg.norm(obs[6:8])  # hazard 0 relative to the agent
+    distance = np.linalg.norm(obs[6:8])  # the nearest hazard comes first
     assert distance < P.hazard_radius + P.agent_radius
 
 

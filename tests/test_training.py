@@ -128,3 +128,26 @@ def test_truncated_or_foreign_checkpoint_is_refused(tmp_path, trained_smoke):
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(RunError, match="no run"):
         load_trained(tmp_path / "nowhere")
+
+
+def test_critic_batches_oversample_the_approach_to_accidents(smoke_dataset):
+    from safecritic.controller.updates import TrainTensors
+    from safecritic.critics.diagnostics import steps_before_accident
+
+    config = load_config(SMOKE)
+    data = load_offline_data(config.data)
+    trainer = Trainer(config, data, "unused")
+    rare = trainer.tensors.rare
+    expected = torch.nonzero(steps_before_accident(data.train, config.critics.accident.oversample_horizon,
+                                                   require_terminal=False)).flatten()
+    assert torch.equal(rare, expected) and len(rare) > 0
+    assert torch.all(data.train.cost[rare].sum() > 0)
+    g = torch.Generator().manual_seed(0)
+    batch = trainer.tensors.sample(200, g, rare_fraction=0.25)
+    # the last 50 rows come from the rare set: their next states lie within 10 steps of a cost
+    rare_obs = trainer.tensors.obs[rare]
+    tail = batch.obs[-50:]
+    assert all((rare_obs == row).all(dim=1).any() for row in tail)
+    plain = TrainTensors(trainer.model, data.train.obs, data.train.act, data.train.rew, data.train.cost,
+                         data.train.next_obs, data.train.terminal)
+    assert len(plain.sample(64, g, rare_fraction=0.5).obs) == 64  # no rare set: plain uniform batches

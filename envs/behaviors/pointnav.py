@@ -89,16 +89,33 @@ class Cautious:
 
 @dataclass
 class Random:
-    """Uniform random actions: coverage of the action space, rarely a success."""
+    """A random walk: a random heading and throttle held for a few steps, then another.
+
+    Temporally correlated on purpose (like Ornstein-Uhlenbeck exploration): i.i.d.
+    uniform actions jitter in place near the start and never reach a hazard, while a
+    walk roams the arena and bumps into hazards at every speed and angle. That is the
+    "what not to do" the accident critic needs beyond reckless's full-speed crashes
+    (docs/design-notes.md).
+    """
 
     name: str = "random"
+    hold: tuple[int, int] = (4, 16)  # steps a heading is held: uniform in [4, 16)
+    throttle: tuple[float, float] = (0.1, 1.0)
     _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+    _left: int = 0
+    _action: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.float32), repr=False)
 
     def reset(self, rng: np.random.Generator) -> None:
-        self._rng = rng
+        self._rng, self._left = rng, 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        if self._left <= 0:
+            angle = self._rng.uniform(0.0, 2.0 * np.pi)
+            magnitude = self._rng.uniform(*self.throttle)
+            self._action = np.clip(magnitude * np.array([np.cos(angle), np.sin(angle)]), -1.0, 1.0).astype(np.float32)
+            self._left = int(self._rng.integers(*self.hold))
+        self._left -= 1
+        return self._action.copy()
 
 
 @dataclass

@@ -60,7 +60,7 @@ class Layout:
 
 
 def observation_space(p: PointNavParams) -> spaces.Box:
-    """12 floats: position, velocity, goal - position, each hazard centre - position."""
+    """12 floats: position, velocity, goal - position, hazard centres - position (nearest first)."""
     span = 2.0 * p.arena_half
     top_speed = 10.0 * p.force_max / p.damping  # generous: never reached in practice
     high = np.array(
@@ -107,8 +107,11 @@ def _far_from(point: np.ndarray, others: list[np.ndarray], distance: float) -> b
 
 
 def observe(pos: np.ndarray, vel: np.ndarray, layout: Layout) -> np.ndarray:
-    """The observation vector (float32)."""
-    parts = [pos, vel, layout.goal - pos, (layout.hazards - pos).ravel()]
+    """The observation vector (float32). Hazards are listed nearest first, like the
+    returns of a range sensor: the hazard that matters most always sits in the same slot."""
+    rel = layout.hazards - pos
+    order = np.argsort(np.linalg.norm(rel, axis=1), kind="stable")
+    parts = [pos, vel, layout.goal - pos, rel[order].ravel()]
     return np.concatenate(parts).astype(np.float32)
 
 

@@ -1,0 +1,68 @@
+"""Runs inside the d3rlpy virtual environment (made by bench/vs_d3rlpy.py); never imports safecritic.
+
+Reads a dataset (.npz) and hyperparameters (JSON), builds d3rlpy's CQL, then obeys one
+command per line on stdin and answers one JSON line on stdout:
+
+    update K     -> K updates; {"seconds": total, "sample_seconds": ..., "update_seconds": ...}
+    save PATH    -> d3rlpy's save_policy(PATH) (TorchScript); {"saved": PATH}
+    quit
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    import d3rlpy
+
+    data_path, params = sys.argv[1], json.loads(sys.argv[2])
+    torch.set_num_threads(params["threads"])
+    d3rlpy.seed(params["seed"])
+    data = np.load(data_path)
+    dataset = d3rlpy.dataset.MDPDataset(
+        observations=data["observations"], actions=data["actions"], rewards=data["rewards"],
+        terminals=data["terminals"], timeouts=data["timeouts"],
+    )
+    encoder = d3rlpy.models.encoders.VectorEncoderFactory(hidden_units=params["hidden"])
+    cql = d3rlpy.algos.CQLConfig(
+        actor_learning_rate=params["actor_lr"], critic_learning_rate=params["critic_lr"],
+        temp_learning_rate=params["temp_lr"], alpha_learning_rate=0.0,  # fixed alpha
+        actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+        batch_size=params["batch_size"], gamma=params["gamma"], tau=params["tau"], n_critics=params["critics"],
+        initial_temperature=params["temperature"], initial_alpha=1.0, conservative_weight=params["alpha"],
+        n_action_samples=params["samples"], observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+    ).create(device="cpu:0")
+    # What cql.fit() does before its loop: fit the scalers, then build the networks.
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+    build_scalers_with_transition_picker(cql, dataset)
+    cql.build_with_dataset(dataset)
+    print(json.dumps({"ready": True, "d3rlpy": d3rlpy.__version__, "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "update":
+            sample = update = 0.0
+            for _ in range(int(cmd[1])):
+                t0 = time.perf_counter()
+                batch = dataset.sample_transition_batch(params["batch_size"])
+                t1 = time.perf_counter()
+                cql.update(batch)
+                t2 = time.perf_counter()
+                sample += t1 - t0
+                update += t2 - t1
+            print(json.dumps({"seconds": sample + update, "sample_seconds": sample, "update_seconds": update}), flush=True)
+        elif cmd[0] == "save":
+            cql.save_policy(cmd[1])
+            print(json.dumps({"saved": cmd[1]}), flush=True)
+        elif cmd[0] == "quit":
+            return
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Training throughput: updates/s of plain CQL and of the full safecritic update, and the
+achieved FLOP rate as a fraction of this machine's fp32 matmul peak, measured in the same run.
+
+    python bench/throughput.py --seconds 20 --out runs/bench/throughput.json
+
+FLOPs are counted by torch.utils.flop_counter on one real update (forward and backward
+matmuls), not estimated by hand. "Full update" = task + accident critic step, the
+constrained actor step, the plain actor step and one OOD-detector step (the detector
+trains in its own phase in a run; it is included here so the number covers every part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
+
+from safecritic.configs import load_config  # noqa: E402
+from safecritic.controller.training import Trainer  # noqa: E402
+from steps import make_step  # noqa: E402
+from safecritic.envs.dataset import load_offline_data  # noqa: E402
+from safecritic.envs.minari_io import dataset_exists  # noqa: E402
+
+# plain CQL at d3rlpy's sizes (bench/vs_d3rlpy.py uses the same): no accident critic, no constraints
+PLAIN_CQL = ["critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
+             "critics.hidden=[256,256]", "critics.shared_trunk=false", "critics.sampled_actions=10"]
+
+
+def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048) -> float:
+    """fp32 GFLOP/s of a large square matmul (the machine's practical peak)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def measure(name: str, overrides: list[str], full: bool, seconds: float, config_path) -> dict:
+    config = load_config(config_path, overrides)
+    data = load_offline_data(config.data)
+    trainer = Trainer(config, data, Path("runs/bench/throughput-scratch"))
+    step = make_step(trainer, with_detector=full)
+    for _ in range(20):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    rate = count / (time.perf_counter() - start)
+    return {"name": name, "updates_per_s": rate, "gflop_per_update": flops / 1e9, "gflops": rate * flops / 1e9,
+            "overrides": overrides}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", type=Path, default=None, help="base config (default: packaged PointNav)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timing window per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.json"))
+    args = parser.parse_args()
+    config = load_config(args.config)
+    if not dataset_exists(config.data.dataset_id):
+        sys.exit(f"dataset {config.data.dataset_id} is missing: run `safecritic collect` first")
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.threads)
+    rows = [
+        measure("plain CQL (d3rlpy sizes: 2x256, 10 samples)", PLAIN_CQL, False, args.seconds, args.config),
+        measure("safecritic default: critics + actors", [], False, args.seconds, args.config),
+        measure("safecritic default: full update (+ OOD detector step)", [], True, args.seconds, args.config),
+    ]
+    peak_after = matmul_peak(args.threads)
+    for r in rows:
+        r["fraction_of_peak"] = r["gflops"] / max(peak, peak_after)
+    table = markdown_table(
+        ["update", "updates/s", "GFLOP/update", "GFLOP/s", "of peak"],
+        [[r["name"], f"{r['updates_per_s']:.1f}", f"{r['gflop_per_update']:.2f}", f"{r['gflops']:.0f}",
+          f"{r['fraction_of_peak']:.0%}"] for r in rows],
+    )
+    write_json(args.out, {"machine": machine(), "matmul_peak_gflops": [peak, peak_after], "rows": rows})
+    print(f"fp32 matmul peak ({args.threads} threads, 2048^2): {peak:.0f} GFLOP/s before, {peak_after:.0f} after")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""safecritic's CQL side by side with d3rlpy 2.8.1's, same data, same hyperparameters, one run.
+
+    python bench/vs_d3rlpy.py --pairs 5 --pair-updates 200 --updates 10000 --episodes 200
+
+d3rlpy pins gymnasium 1.0.0, so it lives in its own virtual environment (created on
+first use under runs/bench/d3rlpy-venv with torch==2.13.0 and d3rlpy==2.8.1) and runs
+as a worker process (bench/d3rlpy_worker.py) fed the PointNav training split as an
+MDPDataset. Speed is measured pair by pair, alternating ours and theirs on the same
+machine in the same minutes; d3rlpy's time is split into batch sampling and the
+algorithm update (d3rlpy logs the same split), and the ratio is reported against both.
+Then both train on to the same number of updates and their deterministic policies
+(ours: the actor's mean; theirs: save_policy's TorchScript) run the same MuJoCo episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
+from steps import make_step  # noqa: E402
+
+from safecritic.configs import load_config  # noqa: E402
+from safecritic.controller.evaluation import rollout_policy  # noqa: E402
+from safecritic.controller.run_policies import numpy_policy  # noqa: E402
+from safecritic.controller.training import Trainer  # noqa: E402
+from safecritic.envs.dataset import load_offline_data  # noqa: E402
+from safecritic.envs.rollout import summarize  # noqa: E402
+
+# The shared hyperparameters: d3rlpy's CQL defaults (REFERENCES.md) with a fixed alpha.
+HP = {"hidden": [256, 256], "critics": 2, "batch_size": 256, "gamma": 0.99, "tau": 0.005, "actor_lr": 1e-4,
+      "critic_lr": 3e-4, "temp_lr": 1e-4, "temperature": 1.0, "alpha": 5.0, "samples": 10, "threads": 2, "seed": 0}
+OURS = [
+    "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
+    f"critics.hidden={HP['hidden']}", f"policy.hidden={HP['hidden']}", "critics.shared_trunk=false",
+    f"critics.task.members={HP['critics']}", f"critics.batch_size={HP['batch_size']}", f"critics.gamma={HP['gamma']}",
+    f"critics.tau={HP['tau']}", f"critics.lr={HP['critic_lr']}", f"policy.lr={HP['actor_lr']}",
+    f"policy.temperature_lr={HP['temp_lr']}", f"policy.temperature_init={HP['temperature']}",
+    f"critics.task.alpha={HP['alpha']}", f"critics.sampled_actions={HP['samples']}",
+    "critics.task.backup_entropy=true", f"run.threads={HP['threads']}", f"run.seed={HP['seed']}",
+]
+
+
+def ensure_venv(path: Path) -> Path:
+    python = path / "bin" / "python"
+    if not python.exists():
+        print(f"creating {path} with torch==2.13.0 and d3rlpy==2.8.1 ...", flush=True)
+        venv.create(path, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "d3rlpy==2.8.1"], check=True)
+    return python
+
+
+def export_dataset(data, path: Path) -> None:
+    """The training split as MDPDataset arrays (episodes are contiguous and end in terminal or timeout)."""
+    tr = data.train
+    np.savez(path, observations=tr.obs.numpy(), actions=tr.act.numpy(), rewards=tr.rew.numpy(),
+             terminals=tr.terminal.numpy(), timeouts=tr.timeout.numpy())
+
+
+class D3rlpyWorker:
+    def __init__(self, python: Path, data: Path) -> None:
+        worker = Path(__file__).resolve().parent / "d3rlpy_worker.py"
+        self.proc = subprocess.Popen([str(python), str(worker), str(data), json.dumps(HP)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the d3rlpy worker exited; run it by hand to see why")
+        return json.loads(line)
+
+    def call(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", type=Path, default=None, help="base config (default: packaged PointNav)")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pair-updates", type=int, default=200)
+    parser.add_argument("--updates", type=int, default=10000, help="total updates of each before evaluation")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--venv", type=Path, default=Path("runs/bench/d3rlpy-venv"))
+    parser.add_argument("--work", type=Path, default=Path("runs/bench/vs_d3rlpy"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/vs_d3rlpy.json"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    python = ensure_venv(args.venv)
+    config = load_config(args.config, OURS)
+    data = load_offline_data(config.data)
+    export_dataset(data, args.work / "pointnav_train.npz")
+    theirs = D3rlpyWorker(python, args.work / "pointnav_train.npz")
+    trainer = Trainer(config, data, args.work / "ours")
+    step = make_step(trainer)
+    torch.set_num_threads(HP["threads"])
+    for _ in range(10):  # warm-up
+        step()
+    theirs.call("update 10")
+
+    pairs = []
+    for i in range(args.pairs):
+        start = time.perf_counter()
+        for _ in range(args.pair_updates):
+            step()
+        ours_s = time.perf_counter() - start
+        t = theirs.call(f"update {args.pair_updates}")
+        pair = {"ours_per_s": args.pair_updates / ours_s, "theirs_per_s": args.pair_updates / t["seconds"],
+                "theirs_update_only_per_s": args.pair_updates / t["update_seconds"]}
+        pair["ratio"] = pair["ours_per_s"] / pair["theirs_per_s"]
+        pair["ratio_vs_update_only"] = pair["ours_per_s"] / pair["theirs_update_only_per_s"]
+        pairs.append(pair)
+        print(f"pair {i + 1}: ours {pair['ours_per_s']:.1f}/s, d3rlpy {pair['theirs_per_s']:.1f}/s "
+              f"({pair['theirs_update_only_per_s']:.1f}/s without batch sampling): x{pair['ratio']:.2f} "
+              f"(x{pair['ratio_vs_update_only']:.2f})", flush=True)
+
+    done = 10 + args.pairs * args.pair_updates
+    remaining = max(0, args.updates - done)
+    print(f"training both to {args.updates} updates ...", flush=True)
+    start = time.perf_counter()
+    for _ in range(remaining):
+        step()
+    ours_train_s = time.perf_counter() - start
+    t = theirs.call(f"update {remaining}")
+    policy_path = (args.work / "d3rlpy_policy.pt").resolve()
+    theirs.call(f"save {policy_path}")
+    theirs.close()
+
+    env_id = config.env.id
+    ours_eval = summarize(rollout_policy(numpy_policy(trainer.model, "actor"), env_id, args.episodes, 1000))
+    d3_policy = torch.jit.load(str(policy_path))
+
+    @torch.no_grad()
+    def d3_act(obs: np.ndarray) -> np.ndarray:
+        return d3_policy(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0].numpy()
+
+    theirs_eval = summarize(rollout_policy(d3_act, env_id, args.episodes, 1000))
+    med = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
+    result = {"machine": machine(), "hyperparameters": HP, "d3rlpy": theirs.info, "pairs": pairs, "median": med,
+              "updates": args.updates, "ours_train_seconds": ours_train_s, "theirs_train_seconds": t["seconds"],
+              "evaluation": {"safecritic CQL": ours_eval, "d3rlpy CQL": theirs_eval}, "d3rlpy_policy": str(policy_path)}
+    write_json(args.out, result)
+    print(markdown_table(
+        ["", "updates/s (median of pairs)", "return", "success", "accident rate"],
+        [["safecritic CQL", f"{med['ours_per_s']:.1f}", f"{ours_eval['mean_return']:.2f}",
+          f"{ours_eval['success_rate']:.1%}", f"{ours_eval['accident_rate']:.1%}"],
+         ["d3rlpy 2.8.1 CQL", f"{med['theirs_per_s']:.1f} ({med['theirs_update_only_per_s']:.1f} update only)",
+          f"{theirs_eval['mean_return']:.2f}", f"{theirs_eval['success_rate']:.1%}", f"{theirs_eval['accident_rate']:.1%}"]],
+    ))
+    print(f"update-rate ratio ours/theirs: x{med['ratio']:.2f} (x{med['ratio_vs_update_only']:.2f} against d3rlpy's "
+          "update alone)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The gated controller: the policy proposes, the accident critic and the OOD detector veto.
+
+One TorchScript-able module, deterministic (fixed candidate offsets, no runtime
+randomness), taking raw observations [B, obs_dim] and returning
+
+    action [B, act_dim]  clipped to the action bounds, never NaN
+    record [B, 6]        decision code, Q_R, Q_C and OOD score of the chosen action,
+                         then Q_C and OOD score of the policy's own proposal
+
+Decision codes: 0 the policy's mean action, 1 another candidate, 2 fallback (nothing
+admissible), 3 fault (non-finite observation or output: the safe action).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from safecritic.configs.schema import GateConfig
+from safecritic.controller.model import SafeCriticModel
+from safecritic.controller.policies import MixturePrior, TanhGaussianActor
+
+CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT = 0, 1, 2, 3
+DECISIONS = {CODE_POLICY: "policy", CODE_CANDIDATE: "other candidate", CODE_FALLBACK: "fallback", CODE_FAULT: "fault"}
+# The record's columns; the export writes this layout into the manifest for the runtime.
+RECORD_FIELDS = ["code", "q_task", "q_cost", "ood_score", "proposal_q_cost", "proposal_ood_score"]
+
+
+def fixed_offsets(count: int, act_dim: int, scale: float, seed: int) -> torch.Tensor:
+    """[count, act_dim] standard-normal offsets; row 0 is zero (the policy mean)."""
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.randn(count, act_dim, generator=g) * scale
+    offsets[0] = 0.0
+    return offsets
+
+
+def safe_action_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
+    if gate.safe_action is None:
+        return (model.act_low + model.act_high) / 2
+    action = torch.tensor(gate.safe_action, dtype=torch.float32)
+    if action.shape != model.act_low.shape:
+        from safecritic.configs.errors import ConfigError
+
+        raise ConfigError(f"gate.safe_action has {action.numel()} entries; the action space has {model.act_low.numel()}")
+    return torch.maximum(torch.minimum(action, model.act_high), model.act_low)
+
+
+class GatedController(nn.Module):
+    """Candidates -> one batched pass of Q_R, Q_C, OOD score -> admissible -> best by Q_R."""
+
+    def __init__(
+        self,
+        model: SafeCriticModel,
+        gate: GateConfig,
+        use_cost: bool = True,
+        use_ood: bool = True,
+        gate_enabled: bool = True,
+        proposer: str = "actor",
+    ) -> None:
+        super().__init__()
+        if not model.critic.has_cost and use_cost:
+            raise ValueError("this run has no accident critic (critics.accident.enabled: false): use_cost=False")
+        actor = model.actor if proposer == "actor" else model.plain_actor
+        if actor is None:
+            raise ValueError(f"the run has no {proposer!r} actor")
+        self.features = copy.deepcopy(model.features)
+        self.obs_norm = copy.deepcopy(model.obs_norm)
+        self.actor: TanhGaussianActor = copy.deepcopy(actor)
+        self.prior: MixturePrior = copy.deepcopy(model.prior)
+        self.critic = copy.deepcopy(model.critic)
+        self.detector = copy.deepcopy(model.detector)
+        act_dim = int(model.act_low.numel())
+        self.register_buffer("act_low", model.act_low.clone())
+        self.register_buffer("act_high", model.act_high.clone())
+        self.register_buffer("safe_action", safe_action_of(model, gate))
+        self.register_buffer("offsets", fixed_offsets(gate.policy_candidates, act_dim, gate.offset_scale, gate.seed))
+        self.register_buffer("cost_threshold", torch.tensor(float(gate.cost_threshold)))
+        self.register_buffer("fallback_margin", torch.tensor(float(gate.fallback_margin)))
+        self.register_buffer("ood_threshold", model.ood_tau.clone())
+        self.use_cost, self.use_ood, self.gate_enabled = use_cost, use_ood, gate_enabled
+        self.use_prior = bool(gate.prior_candidates)
+        self.use_safe = bool(gate.safe_candidate)
+        self.fallback_safe = gate.fallback == "safe_action"
+        self.has_cost = model.critic.has_cost
+        self.candidate_count = (gate.policy_candidates + (model.prior.components if self.use_prior else 0)
+                                + (1 if self.use_safe else 0))
+        # Module attributes, not globals: TorchScript cannot read module-level constants.
+        self.code_policy, self.code_candidate, self.code_fallback, self.code_fault = (
+            CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT)
+        self.eval()
+
+    def candidates(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, B, A] in the unit box: policy mean first, then offsets, prior means, the safe action."""
+        mean, log_std = self.actor(x)
+        pre = mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets.unsqueeze(1)
+        cands = torch.tanh(pre)
+        if self.use_prior:
+            cands = torch.cat([cands, self.prior.candidates(x).transpose(0, 1)], dim=0)
+        if self.use_safe:
+            safe_unit = 2.0 * (self.safe_action - self.act_low) / (self.act_high - self.act_low) - 1.0
+            cands = torch.cat([cands, safe_unit.expand(1, x.shape[0], safe_unit.shape[0])], dim=0)
+        return cands
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = obs.shape[0]
+        finite = torch.isfinite(obs).all(dim=1)
+        x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
+        cands = self.candidates(x)
+        k = cands.shape[0]
+        q_task, cost_logits = self.critic(x, cands)
+        q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
+        if cost_logits is not None:
+            q_c = self.critic.cost_value(cost_logits).max(dim=0).values  # pessimistic about risk
+        else:
+            q_c = torch.zeros_like(q_r)
+        ood = self.detector.score(x.unsqueeze(0).expand(k, b, x.shape[1]), cands)
+
+        admissible = torch.ones_like(q_r, dtype=torch.bool)
+        if self.use_cost:
+            admissible = admissible & (q_c <= self.cost_threshold)
+        if self.use_ood:
+            admissible = admissible & (ood <= self.ood_threshold)
+        any_ok = admissible.any(dim=0)
+        if self.gate_enabled:
+            best = torch.where(admissible, q_r, torch.full_like(q_r, float("-inf"))).argmax(dim=0)
+            if self.use_cost:
+                # Best Q_R among the candidates within the margin of the safest one.
+                near_safest = q_c <= q_c.min(dim=0, keepdim=True).values + self.fallback_margin
+                fallback = torch.where(near_safest, q_r, torch.full_like(q_r, float("-inf"))).argmax(dim=0)
+            else:
+                fallback = ood.argmin(dim=0)
+            idx = torch.where(any_ok, best, fallback)
+            code = torch.where(any_ok, torch.where(idx == 0, self.code_policy, self.code_candidate), self.code_fallback)
+        else:
+            idx = torch.zeros(b, dtype=torch.long, device=obs.device)
+            code = torch.full((b,), self.code_policy, dtype=torch.long, device=obs.device)
+
+        chosen = torch.gather(cands, 0, idx.view(1, b, 1).expand(1, b, cands.shape[2])).squeeze(0)
+        action = self.act_low + (chosen + 1.0) * 0.5 * (self.act_high - self.act_low)
+        if self.gate_enabled and self.fallback_safe:
+            action = torch.where(any_ok.unsqueeze(1), action, self.safe_action.expand_as(action))
+        action = torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+
+        pick = idx.view(1, b)
+        record = torch.stack(
+            [code.to(obs.dtype), q_r.gather(0, pick)[0], q_c.gather(0, pick)[0], ood.gather(0, pick)[0], q_c[0], ood[0]],
+            dim=1,
+        )
+        fault = ~finite | ~torch.isfinite(action).all(dim=1)
+        action = torch.where(fault.unsqueeze(1), self.safe_action.expand_as(action), action)
+        nan = torch.full_like(record, float("nan"))
+        nan[:, 0] = float(self.code_fault)
+        record = torch.where(fault.unsqueeze(1), nan, record)
+        return action, record
+
+
+class PolicyController(nn.Module):
+    """A bare policy with the controller's interface: the actor's mean (or the prior's mode).
+
+    No gate: used for the plain-actor and BC rows of the ablation table and as the
+    latency floor. Faults still give the safe action.
+    """
+
+    def __init__(self, model: SafeCriticModel, gate: GateConfig, proposer: str = "actor") -> None:
+        super().__init__()
+        self.features = copy.deepcopy(model.features)
+        self.obs_norm = copy.deepcopy(model.obs_norm)
+        self.use_prior = proposer == "bc"
+        actor = model.plain_actor if proposer == "plain" else model.actor
+        if actor is None:
+            raise ValueError("the run has no plain actor")
+        self.actor: TanhGaussianActor = copy.deepcopy(actor)
+        self.prior: MixturePrior = copy.deepcopy(model.prior)
+        self.register_buffer("act_low", model.act_low.clone())
+        self.register_buffer("act_high", model.act_high.clone())
+        self.register_buffer("safe_action", safe_action_of(model, gate))
+        self.candidate_count = 1
+        self.record_width = len(RECORD_FIELDS)
+        self.code_policy, self.code_fault = CODE_POLICY, CODE_FAULT
+        self.eval()
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        finite = torch.isfinite(obs).all(dim=1)
+        x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
+        unit = self.prior.mode(x) if self.use_prior else self.actor.deterministic(x)
+        action = self.act_low + (unit + 1.0) * 0.5 * (self.act_high - self.act_low)
+        action = torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+        fault = ~finite | ~torch.isfinite(action).all(dim=1)
+        action = torch.where(fault.unsqueeze(1), self.safe_action.expand_as(action), action)
+        record = torch.full((obs.shape[0], self.record_width), float("nan"), dtype=obs.dtype)
+        record[:, 0] = torch.where(fault, self.code_fault, self.code_policy).to(obs.dtype)
+        return action, record

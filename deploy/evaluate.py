@@ -1,0 +1,199 @@
+"""Evaluate an exported controller: the .pt file, not Python objects, in every configured engine.
+
+Episodes come from fixed seeds and are spread over worker processes; each worker
+loads the artifact through the runtime (hash-checked) and steps a chunk of envs in
+lockstep with one batched controller call per step (a batch-1 call costs more than a
+simulator step, so one env per call would leave the simulator idle most of the time).
+Latency, which certification judges at batch 1, is timed separately: batch-1 calls on
+observations the chunk visited. Per episode: return, cost, accident, success, length, gate decisions,
+OOD alarms on the policy's proposal; per engine: latency percentiles.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from safecritic.configs.schema import Config, FaultsConfig
+
+CHUNK = 10  # episodes per work item
+
+
+@dataclass
+class EpisodeResult:
+    env_id: str
+    index: int
+    seed: int
+    ret: float
+    cost: float
+    accident: bool
+    success: bool
+    length: int
+    decisions: list[int]  # steps with code 0, 1, 2, 3
+    ood_alarms: int  # steps where the policy's proposal scored above the OOD threshold
+    cost_vetoes: int  # steps where the proposal's Q_C was above the cost threshold
+    trace: dict[str, list] | None = None  # positions, layout and per-step record (first episodes only)
+
+
+@dataclass
+class EnvEvaluation:
+    env_id: str
+    episodes: list[EpisodeResult]
+    latencies_us: np.ndarray = field(repr=False)
+
+
+def evaluation_seed(base: int, index: int) -> int:
+    from safecritic.controller.evaluation import evaluation_seed as seed_of
+
+    return seed_of(base, index)
+
+
+_CONTROLLERS: dict[str, Any] = {}  # per worker process: loaded once, reused across chunks
+_ENVS: dict[str, list[Any]] = {}
+LATENCY_CALLS = 200  # batch-1 calls timed per chunk, on observations the chunk saw
+
+
+def _envs(env_id: str, faults: dict, count: int) -> list[Any]:
+    from safecritic.envs.faults import make_env
+
+    key = f"{env_id}|{sorted(faults.items())}"
+    pool = _ENVS.setdefault(key, [])
+    while len(pool) < count:
+        pool.append(make_env(env_id, FaultsConfig(**faults)))
+    return pool[:count]
+
+
+def _chunk(args: tuple) -> tuple[str, list[EpisodeResult], np.ndarray]:
+    """Run the chunk's episodes in lockstep (one batched controller call per step), then
+    time batch-1 calls on observations they visited."""
+    artifact_dir, env_id, faults, indices, base_seed, keep_trace, threads = args
+    from safecritic.deploy.runtime import load
+
+    if artifact_dir not in _CONTROLLERS:
+        _CONTROLLERS[artifact_dir] = load(artifact_dir, threads=threads)
+    controller = _CONTROLLERS[artifact_dir]
+    envs = _envs(env_id, faults, len(indices))
+    thresholds = controller.manifest["thresholds"]
+    n = len(indices)
+    seeds = [evaluation_seed(base_seed, i) for i in indices]
+    obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)])
+    ret, cost = np.zeros(n), np.zeros(n)
+    accident, success, active = np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool)
+    steps, alarms, vetoes = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
+    codes = np.zeros((n, 4), int)
+    traces = [{"obs": [obs[k].tolist()], "record": []} if indices[k] < keep_trace else None for k in range(n)]
+    seen: list[np.ndarray] = []
+    while active.any():
+        rows = np.flatnonzero(active)
+        actions, records = controller.act(obs[rows])
+        if len(seen) < LATENCY_CALLS:
+            seen.extend(obs[rows[: LATENCY_CALLS - len(seen)]])
+        for j, k in enumerate(rows):
+            o, reward, terminated, truncated, info = envs[k].step(actions[j])
+            record = records[j]
+            obs[k] = o
+            steps[k] += 1
+            ret[k] += float(reward)
+            cost[k] += float(info.get("cost", 0.0))
+            accident[k] |= bool(info.get("accident", False))
+            success[k] |= bool(info.get("success", False))
+            codes[k, int(record[0])] += 1
+            alarms[k] += bool(record[5] > thresholds["ood"])
+            vetoes[k] += bool(record[4] > thresholds["cost"])
+            if traces[k] is not None:
+                traces[k]["obs"].append(o.tolist())
+                traces[k]["record"].append([None if np.isnan(v) else float(v) for v in record])
+            if terminated or truncated:
+                active[k] = False
+    latencies = []
+    for o in seen:
+        start = time.perf_counter_ns()
+        controller.act(o)
+        latencies.append((time.perf_counter_ns() - start) / 1000.0)
+    results = [EpisodeResult(env_id, indices[k], seeds[k], float(ret[k]), float(cost[k]), bool(accident[k]),
+                             bool(success[k]), int(steps[k]), codes[k].tolist(), int(alarms[k]), int(vetoes[k]),
+                             traces[k]) for k in range(n)]
+    return artifact_dir, results, np.asarray(latencies, dtype=np.float64)
+
+
+def evaluate_artifacts(
+    artifact_dirs: list[Path], config: Config, progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, EnvEvaluation]]:
+    """Run each artifact in every env of config.env.eval_ids (with config.env.faults), all
+    in one pool of worker processes. Returns {artifact_dir: {env_id: EnvEvaluation}}."""
+    d = config.deploy
+    faults = config.env.faults.model_dump()
+    work = []
+    for artifact_dir in map(str, artifact_dirs):
+        for env_id in config.env.eval_ids:
+            for start in range(0, d.episodes, CHUNK):
+                indices = list(range(start, min(start + CHUNK, d.episodes)))
+                work.append((artifact_dir, env_id, faults, indices, d.seed, d.trajectories, d.threads))
+    results: dict[tuple[str, str], list[EpisodeResult]] = {}
+    latencies: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def take(out: tuple[str, list[EpisodeResult], np.ndarray]) -> None:
+        artifact_dir, done, lat = out
+        key = (artifact_dir, done[0].env_id)
+        results.setdefault(key, []).extend(done)
+        latencies.setdefault(key, []).append(lat)
+        if progress:
+            progress(len(done))
+
+    if d.workers <= 1:
+        for item in work:
+            take(_chunk(item))
+    else:
+        # spawn, not fork: the parent holds torch and OpenMP threads.
+        with mp.get_context("spawn").Pool(min(d.workers, len(work))) as pool:
+            for out in pool.imap_unordered(_chunk, work):
+                take(out)
+    return {
+        a: {
+            env_id: EnvEvaluation(env_id, sorted(results[(a, env_id)], key=lambda r: r.index),
+                                  np.concatenate(latencies[(a, env_id)]))
+            for env_id in config.env.eval_ids
+        }
+        for a in map(str, artifact_dirs)
+    }
+
+
+def summarize_env(ev: EnvEvaluation) -> dict[str, Any]:
+    from safecritic.deploy.certify import clopper_pearson
+
+    eps = ev.episodes
+    n = len(eps)
+    accidents = sum(e.accident for e in eps)
+    decisions = np.sum([e.decisions for e in eps], axis=0)
+    steps = int(decisions.sum())
+    low, high = clopper_pearson(accidents, n)
+    return {
+        "episodes": n,
+        "success_rate": float(np.mean([e.success for e in eps])),
+        "accident_rate": accidents / n,
+        "accidents": int(accidents),
+        "accident_rate_low": low,
+        "accident_rate_upper": high,
+        "mean_return": float(np.mean([e.ret for e in eps])),
+        "std_return": float(np.std([e.ret for e in eps])),
+        "mean_cost": float(np.mean([e.cost for e in eps])),
+        "mean_length": float(np.mean([e.length for e in eps])),
+        "decision_fractions": {str(k): float(v / max(steps, 1)) for k, v in enumerate(decisions)},
+        "ood_alarm_rate": float(sum(e.ood_alarms for e in eps) / max(steps, 1)),
+        "cost_veto_rate": float(sum(e.cost_vetoes for e in eps) / max(steps, 1)),
+        "latency_us": {
+            "p50": float(np.percentile(ev.latencies_us, 50)),
+            "p99": float(np.percentile(ev.latencies_us, 99)),
+            "max": float(ev.latencies_us.max()),
+            "calls": int(ev.latencies_us.size),
+        },
+    }
+
+
+def episodes_as_dicts(ev: EnvEvaluation) -> list[dict[str, Any]]:
+    return [asdict(e) for e in ev.episodes]

@@ -1,0 +1,143 @@
+"""Export a trained run's controller: TorchScript file + manifest, after a parity check.
+
+The scripted module must match the eager one on real observations (max abs diff
+<= 1e-5) before anything is written; both files are written atomically, the manifest
+last, and it carries the SHA-256 of the .pt so the runtime can refuse a tampered or
+truncated file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safecritic import __version__
+from safecritic.configs.errors import RunError
+from safecritic.configs.fileio import atomic_write_bytes, atomic_write_text
+from safecritic.controller.gate import DECISIONS, RECORD_FIELDS, GatedController, PolicyController
+from safecritic.controller.training import RunPaths, load_trained
+from safecritic.deploy.artifact import CONTROLLER_FILE, FORMAT_VERSION, MANIFEST_FILE
+from safecritic.envs.dataset import load_offline_data
+
+PARITY_TOLERANCE = 1e-5  # DESIGN.md: max abs diff between scripted and eager outputs
+PARITY_OBSERVATIONS = 2048
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One exported controller: the full gate, or an ablation of it."""
+
+    name: str
+    kind: str  # "gated" or "policy"
+    use_cost: bool = True
+    use_ood: bool = True
+    gate_enabled: bool = True
+    proposer: str = "actor"  # actor | plain | bc
+    description: str = ""
+
+
+FULL = Variant("gated", "gated", description="policy + accident critic + OOD detector + fallback")
+ABLATIONS = [
+    Variant("gate_off", "gated", gate_enabled=False, description="the constrained policy's mean, no veto"),
+    Variant("accident_only", "gated", use_ood=False, description="veto by the accident critic only"),
+    Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
+    Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate"),
+    Variant("bc", "policy", proposer="bc", description="behaviour prior's mode (BC), no gate"),
+]
+BARE_ACTOR = Variant("bare_actor", "policy", description="the constrained actor alone (latency floor)")
+
+
+def build_controller(model, config, variant: Variant) -> torch.nn.Module:
+    if variant.kind == "policy":
+        return PolicyController(model, config.gate, variant.proposer)
+    return GatedController(model, config.gate, variant.use_cost and model.critic.has_cost, variant.use_ood,
+                           variant.gate_enabled, variant.proposer)
+
+
+def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, obs: torch.Tensor) -> float:
+    """Max abs difference of action and record (NaN positions must agree)."""
+    with torch.no_grad():
+        a1, r1 = eager(obs)
+        a2, r2 = scripted(obs)
+    if not torch.equal(torch.isnan(r1), torch.isnan(r2)):
+        return float("inf")
+    diff = [(a1 - a2).abs().max(), torch.nan_to_num(r1 - r2, nan=0.0).abs().max()]
+    return float(max(diff))
+
+
+def script_bytes(module: torch.nn.Module) -> tuple[torch.jit.ScriptModule, bytes]:
+    scripted = torch.jit.script(module)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    return scripted, buffer.getvalue()
+
+
+def load_for_export(run_dir: Path) -> tuple:
+    """(config, model, checkpoint, parity observations) of a trained run, read once."""
+    config, model, state = load_trained(Path(run_dir))
+    data = load_offline_data(config.data)
+    source = data.test if len(data.test) else data.calib
+    obs = source.obs[torch.linspace(0, len(source) - 1, min(PARITY_OBSERVATIONS, len(source))).long()]
+    return config, model, state, obs
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FULL, loaded: tuple | None = None) -> dict[str, Any]:
+    """Export `variant` of the run in run_dir to out_dir (default run_dir/artifact)."""
+    run_dir = Path(run_dir)
+    config, model, state, obs = loaded if loaded is not None else load_for_export(run_dir)
+    controller = build_controller(model, config, variant)
+    scripted, blob = script_bytes(controller)
+    worst = parity(controller, scripted, obs)
+    if not worst <= PARITY_TOLERANCE:
+        raise RunError(f"TorchScript parity check failed: max abs diff {worst:.3g} > {PARITY_TOLERANCE}; nothing written")
+    out_dir = Path(out_dir) if out_dir else run_dir / "artifact"
+    sha = hashlib.sha256(blob).hexdigest()
+    summary_path = RunPaths(run_dir).summary
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "safecritic_version": __version__,
+        "torch_version": torch.__version__,
+        "variant": {"name": variant.name, "description": variant.description},
+        "controller_file": CONTROLLER_FILE,
+        "sha256": sha,
+        "observation_space": {"shape": [model.spec.obs_dim], "dtype": "float32",
+                              "low": _bounds(config.env.id, "low", model.spec.obs_dim),
+                              "high": _bounds(config.env.id, "high", model.spec.obs_dim)},
+        "action_space": {"shape": [model.spec.act_dim], "low": list(model.spec.act_low), "high": list(model.spec.act_high)},
+        "thresholds": {"cost": config.gate.cost_threshold, "ood": float(model.ood_tau),
+                       "ood_false_alarm_rate": config.critics.ood.false_alarm_rate},
+        "candidates": int(controller.candidate_count),
+        "safe_action": controller.safe_action.tolist(),
+        "record_fields": RECORD_FIELDS,
+        "decisions": {str(k): v for k, v in DECISIONS.items()},
+        "parity_max_abs_diff": worst,
+        "dataset": {"id": config.data.dataset_id, "sha256": state["dataset_sha256"]},
+        "config": config.model_dump(mode="json"),
+        "training": {"calibration": state["calibration"], "timings": state["timings"],
+                     "critic_updates_per_s": summary.get("critic_updates_per_s")},
+    }
+    atomic_write_bytes(out_dir / CONTROLLER_FILE, blob)
+    atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _bounds(env_id: str, which: str, dim: int) -> list[float] | None:
+    """The env's observation bounds, when the env can be made here (documentation only)."""
+    try:
+        from safecritic.envs.faults import make_env
+
+        env = make_env(env_id)
+        values = getattr(env.observation_space, which)
+        env.close()
+        return [float(v) for v in values] if len(values) == dim else None
+    except Exception:  # a foreign env that is not installed: the bounds are informational
+        return None

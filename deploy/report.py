@@ -1,0 +1,123 @@
+"""report.md + report.json + figures for one certification (main artifact and its ablations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safecritic.configs.fileio import atomic_write_text
+from safecritic.configs.schema import Config
+from safecritic.deploy import plots
+from safecritic.deploy.certify import judge
+
+
+def build_report(
+    config: Config,
+    manifest: dict[str, Any],
+    evaluation: dict[str, Any],
+    ablations: dict[str, dict[str, Any]],
+    report_dir: Path,
+) -> dict[str, Any]:
+    """Judge every engine, write report.json, report.md and the PNGs; returns the report."""
+    engines = {}
+    for env_id, ev in evaluation["envs"].items():
+        checks = judge(ev["summary"], config.deploy.criteria[env_id])
+        engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks)}
+    passed = all(e["passed"] for e in engines.values())
+    failed = [f"{env_id}: {c['criterion']} = {c['value']:.4g} (needs {c['op']} {c['limit']:.4g})"
+              for env_id, e in engines.items() for c in e["checks"] if not c["passed"]]
+    ablation_rows = []
+    for name, ab in {"gated (full)": {"manifest": manifest, "evaluation": evaluation}, **ablations}.items():
+        for env_id, ev in ab["evaluation"]["envs"].items():
+            s = ev["summary"]
+            ablation_rows.append({"variant": name, "description": ab["manifest"]["variant"]["description"],
+                                  "env_id": env_id, **{k: s[k] for k in (
+                                      "mean_return", "success_rate", "accident_rate", "accident_rate_low",
+                                      "accident_rate_upper", "mean_length", "decision_fractions", "ood_alarm_rate")},
+                                  "latency_p99_us": s["latency_us"]["p99"]})
+    report = {
+        "run": config.run.name,
+        "passed": passed,
+        "failed_criteria": failed,
+        "artifact_sha256": manifest["sha256"],
+        "dataset": manifest["dataset"],
+        "thresholds": manifest["thresholds"],
+        "episodes": config.deploy.episodes,
+        "seed": config.deploy.seed,
+        "faults": config.env.faults.model_dump(),
+        "engines": engines,
+        "ablations": ablation_rows,
+    }
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_dir / "report.json", json.dumps(report, indent=2))
+    _figures(config, manifest, evaluation, ablation_rows, report_dir)
+    atomic_write_text(report_dir / "report.md", render(report, config))
+    return report
+
+
+def _figures(config, manifest, evaluation, ablation_rows, report_dir: Path) -> None:
+    episodes = {env_id: ev["episodes"] for env_id, ev in evaluation["envs"].items()}
+    plots.returns_and_costs(episodes, report_dir / "returns_costs.png")
+    rows = [{"label": r["variant"], "env_id": r["env_id"], "rate": r["accident_rate"], "low": r["accident_rate_low"],
+             "upper": r["accident_rate_upper"]} for r in ablation_rows]
+    limits = {e: c.accident_rate_upper for e, c in config.deploy.criteria.items()}
+    plots.accident_rates(rows, limits, report_dir / "accident_rates.png")
+    for env_id, eps in episodes.items():
+        short = env_id.split("/")[-1]
+        traced = [e for e in eps if e.get("trace")]
+        if traced:
+            # The most eventful traced episode: the one with the most non-policy decisions.
+            ep = max(traced, key=lambda e: sum(e["decisions"][1:]))
+            plots.decisions_over_episode(ep["trace"], manifest["thresholds"],
+                                         f"{short}: gate decisions, episode #{ep['index']}", report_dir / f"decisions_{short}.png")
+        if config.env.id.startswith("safecritic/PointNav") or env_id.startswith("safecritic/PointNav"):
+            from safecritic.envs.pointnav.task import PointNavParams
+
+            p = PointNavParams()
+            plots.pointnav_trajectories(eps, f"{short}: trajectories", report_dir / f"trajectories_{short}.png",
+                                        p.hazard_radius, p.goal_radius)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def render(report: dict[str, Any], config: Config) -> str:
+    lines = [f"# Certification report: {report['run']}", "",
+             f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact SHA-256 `{report['artifact_sha256']}`; "
+             f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
+             f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
+             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}).", ""]
+    if any(v not in (0, 0.0, 1.0) for k, v in report["faults"].items()):
+        lines += [f"Faults: {report['faults']}", ""]
+    if report["failed_criteria"]:
+        lines += ["Failed criteria:", ""] + [f"- {f}" for f in report["failed_criteria"]] + [""]
+    for env_id, e in report["engines"].items():
+        s = e["summary"]
+        lines += [f"## {env_id}: {'pass' if e['passed'] else 'FAIL'}", "",
+                  "| criterion | value | limit | |", "|---|---|---|---|"]
+        for c in e["checks"]:
+            lines.append(f"| {c['criterion']} | {c['value']:.4g} | {c['op']} {c['limit']:.4g} | {'pass' if c['passed'] else 'FAIL'} |")
+        d = s["decision_fractions"]
+        lines += ["", f"Success {_pct(s['success_rate'])}, accidents {s['accidents']}/{s['episodes']} "
+                  f"({_pct(s['accident_rate'])}, 95% bounds [{_pct(s['accident_rate_low'])}, {_pct(s['accident_rate_upper'])}]), "
+                  f"mean return {s['mean_return']:.2f} ± {s['std_return']:.2f}, mean length {s['mean_length']:.1f}. "
+                  f"Decisions per step: policy {_pct(d['0'])}, other candidate {_pct(d['1'])}, fallback {_pct(d['2'])}, "
+                  f"fault {_pct(d['3'])}; OOD alarms on the proposal {_pct(s['ood_alarm_rate'])} of steps. "
+                  f"Latency per call: p50 {s['latency_us']['p50']:.0f} µs, p99 {s['latency_us']['p99']:.0f} µs.", ""]
+    lines += ["## Ablations (same episodes)", "",
+              "| variant | env | return | success | accident rate [95% bounds] | policy / other / fallback | OOD alarms | p99 µs |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["ablations"]:
+        d = r["decision_fractions"]
+        lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {_pct(r['success_rate'])} | "
+                     f"{_pct(r['accident_rate'])} [{_pct(r['accident_rate_low'])}, {_pct(r['accident_rate_upper'])}] | "
+                     f"{_pct(d['0'])} / {_pct(d['1'])} / {_pct(d['2'])} | {_pct(r['ood_alarm_rate'])} | {r['latency_p99_us']:.0f} |")
+    lines += ["", "Variants: " + "; ".join(f"**{v}**: {d}" for v, d in dict.fromkeys(
+        (r["variant"], r["description"]) for r in report["ablations"])), ""]
+    lines += ["## Figures", "", "![returns and costs](returns_costs.png)", "", "![accident rates](accident_rates.png)", ""]
+    for env_id in report["engines"]:
+        short = env_id.split("/")[-1]
+        lines += [f"![decisions {short}](decisions_{short}.png)", "", f"![trajectories {short}](trajectories_{short}.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""deploy/ and the gated controller: parity, determinism, faults, refusals, certification, e2e."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from safecritic.cli import main
+from safecritic.configs import load_config
+from safecritic.controller.gate import CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController
+from safecritic.controller.training import load_trained
+from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
+from safecritic.deploy.export import parity
+from safecritic.deploy.runtime import ArtifactError, ObservationError, load
+from safecritic.envs.dataset import load_offline_data
+from safecritic.pipeline import export
+
+from conftest import SMOKE
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_dataset):
+    from safecritic.pipeline import train
+
+    run_dir = tmp_path_factory.mktemp("deploy") / "smoke"
+    train(load_config(SMOKE), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def artifact(smoke_run):
+    export(smoke_run)
+    return smoke_run / "artifact"
+
+
+@pytest.fixture(scope="session")
+def observations(smoke_run):
+    config, _, _ = load_trained(smoke_run)
+    return load_offline_data(config.data).test.obs[:256]
+
+
+def test_export_is_parity_checked_and_manifest_complete(artifact, observations, smoke_run):
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    for key in ("format_version", "observation_space", "action_space", "thresholds", "candidates", "dataset",
+                "config", "training", "torch_version", "sha256", "record_fields"):
+        assert key in manifest, key
+    assert manifest["parity_max_abs_diff"] <= 1e-5
+    config, model, _ = load_trained(smoke_run)
+    eager = GatedController(model, config.gate)
+    scripted = torch.jit.load(str(artifact / "controller.pt"))
+    assert parity(eager, scripted, observations) <= 1e-5
+
+
+def test_same_observation_same_action(artifact, observations):
+    a = load(artifact)
+    b = load(artifact)
+    act1, rec1 = a.act(observations.numpy())
+    act2, rec2 = a.act(observations.numpy())
+    act3, _ = b.act(observations.numpy())
+    np.testing.assert_array_equal(act1, act2)
+    np.testing.assert_array_equal(act1, act3)
+    np.testing.assert_array_equal(rec1, rec2)
+    single, _ = a.act(observations[3].numpy())
+    np.testing.assert_allclose(single, act1[3], atol=1e-6)  # batch or not, the same decision
+
+
+def test_actions_lie_in_the_bounds(artifact):
+    controller = load(artifact)
+    wild = np.random.default_rng(0).normal(0, 50, size=(500, controller.obs_dim)).astype(np.float32)
+    action, record = controller.act(wild)
+    assert np.isfinite(action).all()
+    assert (action >= -1).all() and (action <= 1).all()
+    assert set(np.unique(record[:, 0])) <= {0.0, 1.0, 2.0}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_observation_gives_safe_action_and_fault_code(artifact, observations, bad):
+    controller = load(artifact)
+    obs = observations[:4].numpy().copy()
+    obs[1, 3] = bad
+    action, record = controller.act(obs)
+    assert np.isfinite(action).all()
+    np.testing.assert_array_equal(action[1], controller.manifest["safe_action"])
+    assert record[1, 0] == CODE_FAULT and controller.explain(record[1])["decision"] == "fault"
+    assert (record[[0, 2, 3], 0] != CODE_FAULT).all()  # the other rows are unaffected
+
+
+def test_wrong_observation_shape_or_type_is_a_clear_error(artifact):
+    controller = load(artifact)
+    with pytest.raises(ObservationError, match=r"shape \(12,\) or \(batch, 12\), got \(11,\)"):
+        controller.act(np.zeros(11, np.float32))
+    with pytest.raises(ObservationError, match="shape"):
+        controller.act(np.zeros((2, 3, 12), np.float32))
+    with pytest.raises(ObservationError, match="numeric"):
+        controller.act(np.array(["a"] * 12))
+    action, _ = controller.act(np.zeros(12, dtype=np.float64))  # float64 is converted, not refused
+    assert action.dtype == np.float32
+
+
+def test_tampered_or_truncated_controller_is_refused(artifact, tmp_path):
+    for name, mutate in [("tampered", lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]),
+                         ("truncated", lambda b: b[: len(b) // 2])]:
+        copy = tmp_path / name
+        shutil.copytree(artifact, copy)
+        blob = (copy / "controller.pt").read_bytes()
+        (copy / "controller.pt").write_bytes(mutate(blob))
+        with pytest.raises(ArtifactError, match="does not match its manifest"):
+            load(copy)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not found"):
+        load(tmp_path / "empty")
+
+
+def test_runtime_needs_only_torch_and_numpy(artifact):
+    """Load and run the artifact with every training package made unimportable."""
+    code = f"""
+import sys
+BLOCKED = ("gymnasium", "mujoco", "pybullet", "minari", "pydantic", "yaml", "matplotlib", "h5py", "tqdm",
+           "safecritic.configs", "safecritic.critics", "safecritic.controller", "safecritic.envs",
+           "safecritic.cli", "safecritic.pipeline")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(BLOCKED):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from safecritic.deploy.runtime import load
+c = load({str(artifact)!r})
+a, r = c.act(np.zeros(12, np.float32))
+assert a.shape == (2,) and np.isfinite(a).all()
+leaked = [m for m in sys.modules if m.startswith(BLOCKED)]
+assert not leaked, leaked
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_gate_decisions_follow_thresholds(smoke_run, observations):
+    config, model, _ = load_trained(smoke_run)
+    strict = config.gate.model_copy(update={"cost_threshold": -1.0})  # nothing admissible
+    _, rec = GatedController(model, strict)(observations)
+    assert (rec[:, 0] == CODE_FALLBACK).all()
+    loose = config.gate.model_copy(update={"cost_threshold": 1e9})
+    free = GatedController(model, loose, use_ood=False)
+    _, rec = free(observations)
+    assert (rec[:, 0] != CODE_FALLBACK).all()
+    cands = free.candidates(model.normalize_obs(observations))
+    q_task, _ = model.critic(model.normalize_obs(observations), cands)
+    torch.testing.assert_close(rec[:, 1], q_task.min(0).values.max(0).values)  # the best Q_R is chosen
+    _, rec = GatedController(model, strict, gate_enabled=False)(observations)
+    assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
+
+
+def test_clopper_pearson_bounds():
+    low, high = clopper_pearson(0, 200)
+    assert low == 0.0 and math.isclose(high, 1 - 0.05 ** (1 / 200), rel_tol=1e-6)
+    low, high = clopper_pearson(200, 200)
+    assert high == 1.0 and math.isclose(low, 0.05 ** (1 / 200), rel_tol=1e-6)
+    low, high = clopper_pearson(10, 100)
+    assert math.isclose(binom_cdf(10, 100, high), 0.05, rel_tol=1e-4)
+    assert low < 0.1 < high
+
+
+def test_judge_names_each_criterion():
+    from safecritic.configs.schema import CriteriaConfig
+
+    summary = {"accident_rate_upper": 0.03, "success_rate": 0.85, "mean_return": 30.0, "latency_us": {"p99": 500.0}}
+    checks = {c["criterion"]: c["passed"] for c in judge(summary, CriteriaConfig(mean_return_min=35.0))}
+    assert checks == {"accident rate upper bound (CP 95%)": True, "success rate": False,
+                      "p99 latency (ms)": True, "mean return": False}
+
+
+def test_failing_certification_exits_1_and_releases_nothing(artifact, tmp_path, capsys):
+    releases = tmp_path / "releases"
+    code = main(["certify", str(artifact), "-o", f"deploy.releases_dir={releases}", "-o", "deploy.episodes=3",
+                 "-o", "deploy.workers=1", "-o", "deploy.criteria.safecritic/PointNav-v0.latency_p99_ms=0.001"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out and "p99 latency" in out and "nothing released" in out
+    assert not releases.exists() or not any(releases.iterdir())
+
+
+def test_smoke_pipeline_end_to_end(tmp_path, minari_root):
+    """`safecritic run` on the smoke preset: collect, train, export, evaluate, certify, release."""
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "datasets"))
+    out = subprocess.run(
+        ["safecritic", "run", "-c", str(SMOKE), "--run-dir", str(tmp_path / "run"),
+         "-o", f"deploy.releases_dir={tmp_path / 'releases'}"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "certification: PASSED" in out.stdout
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert report["passed"] and len(report["engines"]) == 2
+    variants = {r["variant"] for r in report["ablations"]}
+    assert {"gated (full)", "gate_off", "accident_only", "ood_only", "plain_actor", "bc"} <= variants
+    released = list((tmp_path / "releases").iterdir())
+    assert len(released) == 1 and (released[0] / "controller.pt").is_file()
+    assert load(released[0]).act(np.zeros(12, np.float32))[0].shape == (2,)
+    for png in ("returns_costs.png", "accident_rates.png", "trajectories_PointNav-v0.png", "decisions_PointNavBullet-v0.png"):
+        assert (tmp_path / "run" / "report" / png).is_file(), png
