@@ -2,8 +2,8 @@
 
     python bench/curriculum.py --seeds 0 1 2 --episodes 200 --markdown docs/curriculum.md
 
-Both arms train the task critic and actor only (the accident critic is off, so the
-"plain" arm is exactly plain CQL); the curriculum arm weights CQL's push-down of each
+Both arms train the task critic and its SAC actor only (accident critic, constraints and
+the twin actor off, so the "plain" arm is exactly plain CQL); the curriculum arm weights CQL's push-down of each
 sampled action by the OOD detector's probability that the action is OOD. Each trained
 actor is rolled out deterministically in MuJoCo on the same evaluation seeds.
 """
@@ -43,7 +43,7 @@ def main() -> None:
     for seed in args.seeds:
         for arm, mode in ARMS.items():
             overrides = [*args.override, f"run.seed={seed}", f"critics.task.curriculum={mode}",
-                         "critics.accident.enabled=false"]
+                         "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false"]
             config = load_config(args.config, overrides)
             run_dir = args.runs / f"{mode}-s{seed}"
             shutil.rmtree(run_dir, ignore_errors=True)

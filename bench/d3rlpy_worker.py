@@ -17,6 +17,8 @@ import torch
 
 
 def main() -> None:
+    # d3rlpy logs to stdout; the protocol owns the real stdout, d3rlpy gets stderr.
+    protocol, sys.stdout = sys.stdout, sys.stderr
     import d3rlpy
 
     data_path, params = sys.argv[1], json.loads(sys.argv[2])
@@ -41,7 +43,7 @@ def main() -> None:
 
     build_scalers_with_transition_picker(cql, dataset)
     cql.build_with_dataset(dataset)
-    print(json.dumps({"ready": True, "d3rlpy": d3rlpy.__version__, "torch": torch.__version__}), flush=True)
+    print(json.dumps({"ready": True, "d3rlpy": d3rlpy.__version__, "torch": torch.__version__}), file=protocol, flush=True)
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:
@@ -56,10 +58,10 @@ def main() -> None:
                 t2 = time.perf_counter()
                 sample += t1 - t0
                 update += t2 - t1
-            print(json.dumps({"seconds": sample + update, "sample_seconds": sample, "update_seconds": update}), flush=True)
+            print(json.dumps({"seconds": sample + update, "sample_seconds": sample, "update_seconds": update}), file=protocol, flush=True)
         elif cmd[0] == "save":
             cql.save_policy(cmd[1])
-            print(json.dumps({"saved": cmd[1]}), flush=True)
+            print(json.dumps({"saved": cmd[1]}), file=protocol, flush=True)
         elif cmd[0] == "quit":
             return
 

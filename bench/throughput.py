@@ -33,10 +33,10 @@ PLAIN_CQL = ["critics.accident.enabled=false", "policy.constraints.enabled=false
              "critics.hidden=[256,256]", "critics.shared_trunk=false", "critics.sampled_actions=10"]
 
 
-def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048) -> float:
-    """fp32 GFLOP/s of a large square matmul (the machine's practical peak)."""
+def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a large square matmul in `dtype` (the machine's practical peak)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     count, start = 0, time.perf_counter()
@@ -65,6 +65,29 @@ def measure(name: str, overrides: list[str], full: bool, seconds: float, config_
             "overrides": overrides}
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def time_breakdown(config_path, overrides: list[str], steps: int = 30) -> dict:
+    """Where the full update's time goes (torch.profiler self CPU time): matmuls vs the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = load_config(config_path, overrides)
+    trainer = Trainer(config, load_offline_data(config.data), Path("runs/bench/throughput-scratch"))
+    step = make_step(trainer, with_detector=True)
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events)
+    matmul = sum(t for k, t in events if k in MATMUL_OPS)
+    rest = sorted(((k, t) for k, t in events if k not in MATMUL_OPS), key=lambda kt: -kt[1])[:8]
+    return {"overrides": overrides, "matmul_share": matmul / total,
+            "top_other_ops": [{"op": k, "share": t / total} for k, t in rest]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", type=Path, default=None, help="base config (default: packaged PointNav)")
@@ -76,23 +99,34 @@ def main() -> None:
     if not dataset_exists(config.data.dataset_id):
         sys.exit(f"dataset {config.data.dataset_id} is missing: run `safecritic collect` first")
     torch.set_num_threads(args.threads)
-    peak = matmul_peak(args.threads)
-    rows = [
-        measure("plain CQL (d3rlpy sizes: 2x256, 10 samples)", PLAIN_CQL, False, args.seconds, args.config),
-        measure("safecritic default: critics + actors", [], False, args.seconds, args.config),
-        measure("safecritic default: full update (+ OOD detector step)", [], True, args.seconds, args.config),
-    ]
-    peak_after = matmul_peak(args.threads)
+    peak = {"fp32": matmul_peak(args.threads), "bf16": matmul_peak(args.threads, dtype=torch.bfloat16)}
+    rows = []
+    for precision in ("fp32", "bf16"):
+        extra = [f"run.precision={precision}"]
+        rows += [
+            measure(f"plain CQL (d3rlpy sizes: 2x256, 10 samples), {precision}", PLAIN_CQL + extra, False, args.seconds, args.config),
+            measure(f"safecritic default: critics + actors, {precision}", extra, False, args.seconds, args.config),
+            measure(f"safecritic default: full update (+ OOD detector step), {precision}", extra, True, args.seconds, args.config),
+        ]
+        for r in rows[-3:]:
+            r["precision"] = precision
+    peak_after = {"fp32": matmul_peak(args.threads), "bf16": matmul_peak(args.threads, dtype=torch.bfloat16)}
     for r in rows:
-        r["fraction_of_peak"] = r["gflops"] / max(peak, peak_after)
+        # Against the peak of the arithmetic the update ran in (bf16 autocast: bf16 matmuls).
+        r["fraction_of_peak"] = r["gflops"] / max(peak[r["precision"]], peak_after[r["precision"]])
     table = markdown_table(
-        ["update", "updates/s", "GFLOP/update", "GFLOP/s", "of peak"],
+        ["update", "updates/s", "GFLOP/update", "GFLOP/s", "of peak (same precision)"],
         [[r["name"], f"{r['updates_per_s']:.1f}", f"{r['gflop_per_update']:.2f}", f"{r['gflops']:.0f}",
           f"{r['fraction_of_peak']:.0%}"] for r in rows],
     )
-    write_json(args.out, {"machine": machine(), "matmul_peak_gflops": [peak, peak_after], "rows": rows})
-    print(f"fp32 matmul peak ({args.threads} threads, 2048^2): {peak:.0f} GFLOP/s before, {peak_after:.0f} after")
+    breakdown = time_breakdown(args.config, ["run.precision=fp32"])
+    write_json(args.out, {"machine": machine(), "matmul_peak_gflops": [peak, peak_after], "rows": rows,
+                          "full_update_fp32_time_breakdown": breakdown})
+    for p in peak:
+        print(f"{p} matmul peak ({args.threads} threads, 2048^2): {peak[p]:.0f} GFLOP/s before, {peak_after[p]:.0f} after")
     print(table)
+    print(f"full update (fp32), self CPU time: {breakdown['matmul_share']:.0%} in matmuls; largest others: "
+          + ", ".join(f"{o['op']} {o['share']:.0%}" for o in breakdown["top_other_ops"][:5]))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ d3rlpy pins gymnasium 1.0.0, so it lives in its own virtual environment (created
 first use under runs/bench/d3rlpy-venv with torch==2.13.0 and d3rlpy==2.8.1) and runs
 as a worker process (bench/d3rlpy_worker.py) fed the PointNav training split as an
 MDPDataset. Speed is measured pair by pair, alternating ours and theirs on the same
-machine in the same minutes; d3rlpy's time is split into batch sampling and the
+machine in the same minutes (ours in the trained precision, bf16 autocast where the CPU has
+it, and in fp32, d3rlpy's arithmetic); d3rlpy's time is split into batch sampling and the
 algorithm update (d3rlpy logs the same split), and the ratio is reported against both.
 Then both train on to the same number of updates and their deterministic policies
 (ours: the actor's mean; theirs: save_policy's TorchScript) run the same MuJoCo episodes.
@@ -48,6 +49,7 @@ OURS = [
     f"policy.temperature_lr={HP['temp_lr']}", f"policy.temperature_init={HP['temperature']}",
     f"critics.task.alpha={HP['alpha']}", f"critics.sampled_actions={HP['samples']}",
     "critics.task.backup_entropy=true", f"run.threads={HP['threads']}", f"run.seed={HP['seed']}",
+    "env.features=false",  # d3rlpy sees the raw observation; so do we here
 ]
 
 
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--pair-updates", type=int, default=200)
     parser.add_argument("--updates", type=int, default=10000, help="total updates of each before evaluation")
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="our training precision for the trained model (fp32 is always timed beside it)")
     parser.add_argument("--venv", type=Path, default=Path("runs/bench/d3rlpy-venv"))
     parser.add_argument("--work", type=Path, default=Path("runs/bench/vs_d3rlpy"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/vs_d3rlpy.json"))
@@ -106,34 +110,43 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     python = ensure_venv(args.venv)
-    config = load_config(args.config, OURS)
+    config = load_config(args.config, OURS + [f"run.precision={args.precision}"])
     data = load_offline_data(config.data)
     export_dataset(data, args.work / "pointnav_train.npz")
     theirs = D3rlpyWorker(python, args.work / "pointnav_train.npz")
     trainer = Trainer(config, data, args.work / "ours")
     step = make_step(trainer)
+    # The same update in fp32 (d3rlpy's arithmetic), timed in the same pairs; a separate
+    # model, so the trained-and-evaluated one above sees exactly `updates` updates.
+    fp32_step = make_step(Trainer(load_config(args.config, OURS + ["run.precision=fp32"]), data, args.work / "ours-fp32"))
     torch.set_num_threads(HP["threads"])
     for _ in range(10):  # warm-up
         step()
+        fp32_step()
     theirs.call("update 10")
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        for _ in range(args.pair_updates):
+            fn()
+        return args.pair_updates / (time.perf_counter() - start)
 
     pairs = []
     for i in range(args.pairs):
-        start = time.perf_counter()
-        for _ in range(args.pair_updates):
-            step()
-        ours_s = time.perf_counter() - start
+        ours = timed(step)
+        ours_fp32 = timed(fp32_step)
         t = theirs.call(f"update {args.pair_updates}")
-        pair = {"ours_per_s": args.pair_updates / ours_s, "theirs_per_s": args.pair_updates / t["seconds"],
+        pair = {"ours_per_s": ours, "ours_fp32_per_s": ours_fp32, "theirs_per_s": args.pair_updates / t["seconds"],
                 "theirs_update_only_per_s": args.pair_updates / t["update_seconds"]}
         pair["ratio"] = pair["ours_per_s"] / pair["theirs_per_s"]
+        pair["ratio_fp32"] = pair["ours_fp32_per_s"] / pair["theirs_per_s"]
         pair["ratio_vs_update_only"] = pair["ours_per_s"] / pair["theirs_update_only_per_s"]
         pairs.append(pair)
-        print(f"pair {i + 1}: ours {pair['ours_per_s']:.1f}/s, d3rlpy {pair['theirs_per_s']:.1f}/s "
-              f"({pair['theirs_update_only_per_s']:.1f}/s without batch sampling): x{pair['ratio']:.2f} "
-              f"(x{pair['ratio_vs_update_only']:.2f})", flush=True)
+        print(f"pair {i + 1}: ours {ours:.1f}/s ({args.precision}), ours fp32 {ours_fp32:.1f}/s, d3rlpy "
+              f"{pair['theirs_per_s']:.1f}/s ({pair['theirs_update_only_per_s']:.1f}/s without batch sampling): "
+              f"x{pair['ratio']:.2f}, fp32 x{pair['ratio_fp32']:.2f}", flush=True)
 
-    done = 10 + args.pairs * args.pair_updates
+    done = 10 + args.pairs * args.pair_updates  # updates of `step`'s model so far
     remaining = max(0, args.updates - done)
     print(f"training both to {args.updates} updates ...", flush=True)
     start = time.perf_counter()
@@ -155,19 +168,19 @@ def main() -> None:
 
     theirs_eval = summarize(rollout_policy(d3_act, env_id, args.episodes, 1000))
     med = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
-    result = {"machine": machine(), "hyperparameters": HP, "d3rlpy": theirs.info, "pairs": pairs, "median": med,
+    result = {"machine": machine(), "hyperparameters": HP, "precision": args.precision, "d3rlpy": theirs.info, "pairs": pairs, "median": med,
               "updates": args.updates, "ours_train_seconds": ours_train_s, "theirs_train_seconds": t["seconds"],
               "evaluation": {"safecritic CQL": ours_eval, "d3rlpy CQL": theirs_eval}, "d3rlpy_policy": str(policy_path)}
     write_json(args.out, result)
     print(markdown_table(
         ["", "updates/s (median of pairs)", "return", "success", "accident rate"],
-        [["safecritic CQL", f"{med['ours_per_s']:.1f}", f"{ours_eval['mean_return']:.2f}",
+        [[f"safecritic CQL ({args.precision}; fp32: {med['ours_fp32_per_s']:.1f}/s)", f"{med['ours_per_s']:.1f}", f"{ours_eval['mean_return']:.2f}",
           f"{ours_eval['success_rate']:.1%}", f"{ours_eval['accident_rate']:.1%}"],
          ["d3rlpy 2.8.1 CQL", f"{med['theirs_per_s']:.1f} ({med['theirs_update_only_per_s']:.1f} update only)",
           f"{theirs_eval['mean_return']:.2f}", f"{theirs_eval['success_rate']:.1%}", f"{theirs_eval['accident_rate']:.1%}"]],
     ))
-    print(f"update-rate ratio ours/theirs: x{med['ratio']:.2f} (x{med['ratio_vs_update_only']:.2f} against d3rlpy's "
-          "update alone)")
+    print(f"update-rate ratio ours/theirs: x{med['ratio']:.2f} ({args.precision}), x{med['ratio_fp32']:.2f} (fp32), "
+          f"x{med['ratio_vs_update_only']:.2f} against d3rlpy's update alone")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,7 @@ from safecritic.configs.schema import FaultsConfig
 from safecritic.controller.run_policies import numpy_policy
 from safecritic.controller.training import load_trained
 from safecritic.envs.faults import make_env
-from safecritic.envs.rollout import Episode, run_episode, summarize
-
-
-def evaluation_seed(base: int, index: int) -> int:
-    """Seed of evaluation episode `index`; disjoint streams from the data's (different base)."""
-    return int(np.random.SeedSequence([base, index, 7]).generate_state(1)[0])
+from safecritic.envs.rollout import Episode, evaluation_seed, run_episode, summarize
 
 
 def rollout_policy(

@@ -81,6 +81,7 @@ class GatedController(nn.Module):
         self.register_buffer("ood_threshold", model.ood_tau.clone())
         self.use_cost, self.use_ood, self.gate_enabled = use_cost, use_ood, gate_enabled
         self.use_prior = bool(gate.prior_candidates)
+        self.prior_weight = float(gate.prior_weight)
         self.use_safe = bool(gate.safe_candidate)
         self.fallback_safe = gate.fallback == "safe_action"
         self.has_cost = model.critic.has_cost
@@ -93,11 +94,14 @@ class GatedController(nn.Module):
 
     def candidates(self, x: torch.Tensor) -> torch.Tensor:
         """[K, B, A] in the unit box: policy mean first, then offsets, prior means, the safe action."""
+        return self._candidates(x, self.prior.candidates(x))
+
+    def _candidates(self, x: torch.Tensor, prior_means: torch.Tensor) -> torch.Tensor:
         mean, log_std = self.actor(x)
         pre = mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets.unsqueeze(1)
         cands = torch.tanh(pre)
         if self.use_prior:
-            cands = torch.cat([cands, self.prior.candidates(x).transpose(0, 1)], dim=0)
+            cands = torch.cat([cands, prior_means.transpose(0, 1)], dim=0)
         if self.use_safe:
             safe_unit = 2.0 * (self.safe_action - self.act_low) / (self.act_high - self.act_low) - 1.0
             cands = torch.cat([cands, safe_unit.expand(1, x.shape[0], safe_unit.shape[0])], dim=0)
@@ -107,10 +111,16 @@ class GatedController(nn.Module):
         b = obs.shape[0]
         finite = torch.isfinite(obs).all(dim=1)
         x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
-        cands = self.candidates(x)
+        # One pass of the prior serves its candidates and its density (prior_weight).
+        log_w, prior_mean, prior_log_std = self.prior.params(x)
+        cands = self._candidates(x, prior_mean)
         k = cands.shape[0]
         q_task, cost_logits = self.critic(x, cands)
         q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
+        score = q_r
+        if self.prior_weight > 0.0:
+            # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta.
+            score = q_r + self.prior_weight * self.prior.log_density(log_w, prior_mean, prior_log_std, cands)
         if cost_logits is not None:
             q_c = self.critic.cost_value(cost_logits).max(dim=0).values  # pessimistic about risk
         else:
@@ -124,11 +134,11 @@ class GatedController(nn.Module):
             admissible = admissible & (ood <= self.ood_threshold)
         any_ok = admissible.any(dim=0)
         if self.gate_enabled:
-            best = torch.where(admissible, q_r, torch.full_like(q_r, float("-inf"))).argmax(dim=0)
+            best = torch.where(admissible, score, torch.full_like(score, float("-inf"))).argmax(dim=0)
             if self.use_cost:
                 # Best Q_R among the candidates within the margin of the safest one.
                 near_safest = q_c <= q_c.min(dim=0, keepdim=True).values + self.fallback_margin
-                fallback = torch.where(near_safest, q_r, torch.full_like(q_r, float("-inf"))).argmax(dim=0)
+                fallback = torch.where(near_safest, score, torch.full_like(score, float("-inf"))).argmax(dim=0)
             else:
                 fallback = ood.argmin(dim=0)
             idx = torch.where(any_ok, best, fallback)

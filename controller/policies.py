@@ -85,8 +85,13 @@ class MixturePrior(nn.Module):
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log pi_beta(act | obs); obs [B, D] broadcast against act [..., B, A] -> [..., B]."""
         log_w, mean, log_std = self.params(obs)
+        return self.log_density(log_w, mean, log_std, act)
+
+    @torch.jit.export
+    def log_density(self, log_w: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log pi_beta(act | obs) from params(obs) computed once (the gate scores many actions)."""
         z = (act.unsqueeze(-2) - mean) / log_std.exp()
-        comp = (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)  # [..., B, K]
+        comp = (-0.5 * z.pow(2) - log_std - self.half_log_2pi).sum(-1)  # [..., B, K]
         return torch.logsumexp(log_w + comp, dim=-1)
 
     @torch.jit.export

@@ -110,6 +110,18 @@ def calibration_pairs(model: SafeCriticModel, data: OfflineData, stride: int) ->
         return model.normalize_obs(data.calib.obs[idx]), model.to_unit_action(data.calib.act[idx])
 
 
+@torch.no_grad()
+def accident_ranking(model: SafeCriticModel, transitions, horizon: int) -> dict[str, float]:
+    """How well Q_C(s, a_data) on held-out episodes ranks the steps an accident follows
+    within `horizon` steps above the rest (AUROC; issue 3's check of the accident critic)."""
+    from safecritic.critics.diagnostics import accident_auroc
+
+    x = model.normalize_obs(transitions.obs)
+    _, logits = model.critic(x, model.to_unit_action(transitions.act))
+    q_cost = model.critic.cost_value(logits).max(dim=0).values
+    return accident_auroc(q_cost, transitions, horizon)
+
+
 def calibrate_detector(model: SafeCriticModel, data: OfflineData, config: Config) -> dict[str, float]:
     """Split-conformal threshold tau on held-out calibration episodes."""
     obs, act = calibration_pairs(model, data, config.critics.ood.calib_stride)
@@ -284,7 +296,9 @@ class Trainer:
         self.phase, self.step = "critic", 0
         self.save()
 
-    def _critic(self) -> None:
+    def update_step(self) -> Callable[[], dict[str, torch.Tensor]]:
+        """One critic-phase update (critics, actor, duals, plain actor, targets) as a closure:
+        the training loop calls it, and bench/ times exactly the same function."""
         cfg = self.config
         target_entropy = cfg.policy.target_entropy if cfg.policy.target_entropy is not None else -float(self.spec.act_dim)
         curriculum = cfg.critics.task.curriculum == "ood_weighted"
@@ -313,7 +327,14 @@ class Trainer:
             polyak(m, cfg.critics.tau)
             return out
 
+        return step
+
+    def _critic(self) -> None:
+        cfg = self.config
+        step = self.update_step()
         self._loop(cfg.train.steps, step)
+        if self.model.critic.has_cost:
+            self.calibration.update(accident_ranking(self.model, self.data.calib, cfg.critics.accident.oversample_horizon))
         self.phase = "done"
         self.save()
         atomic_write_text(self.paths.summary, json.dumps(self.summary(), indent=2))

@@ -31,6 +31,9 @@ class Batch:
     cost: torch.Tensor
     next_obs: torch.Tensor
     terminal: torch.Tensor
+    # Rows [0, uniform_rows) are drawn uniformly from the data, the rest from the approaches
+    # to accidents; constraints "over dataset states" are measured on the uniform rows only.
+    uniform_rows: int | None = None
 
 
 class TrainTensors:
@@ -58,7 +61,8 @@ class TrainTensors:
         if n_rare:
             pick = torch.randint(0, len(self.rare), (n_rare,), generator=generator)
             idx = torch.cat([idx, self.rare[pick]])
-        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx], self.terminal[idx])
+        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx], self.terminal[idx],
+                     batch_size - n_rare)
 
 
 def detector_loss_config(config: Config) -> DetectorLossConfig:
@@ -203,7 +207,9 @@ def actor_step(
     loss = temperature * logp - q_task.min(dim=0).values
     if cost_logits is not None:
         q_cost = critic.cost_value(cost_logits).max(dim=0).values
-        out[f"{prefix}_q_cost"] = q_cost.mean().detach()
+        # The dual variable sees E_D[Q_C(s, pi(s))] on uniformly drawn states: the oversampled
+        # approaches to accidents would inflate it and pin lambda_C at its cap.
+        out[f"{prefix}_q_cost"] = q_cost[: batch.uniform_rows].mean().detach()
         if terms.cost_weight is not None:
             loss = loss + terms.cost_weight * q_cost
     if terms.kl_weight is not None:

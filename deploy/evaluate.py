@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from safecritic.configs.schema import Config, FaultsConfig
+from safecritic.envs.rollout import evaluation_seed
 
 CHUNK = 10  # episodes per work item
 
@@ -45,12 +46,6 @@ class EnvEvaluation:
     env_id: str
     episodes: list[EpisodeResult]
     latencies_us: np.ndarray = field(repr=False)
-
-
-def evaluation_seed(base: int, index: int) -> int:
-    from safecritic.controller.evaluation import evaluation_seed as seed_of
-
-    return seed_of(base, index)
 
 
 _CONTROLLERS: dict[str, Any] = {}  # per worker process: loaded once, reused across chunks

@@ -117,4 +117,7 @@ def load(artifact_dir: str | os.PathLike, threads: int | None = 1) -> Controller
     except Exception as exc:  # a valid hash of a broken file can only come from a broken export
         raise ArtifactError(f"{controller_path} could not be loaded by torch.jit: {exc.__class__.__name__}") from None
     module.eval()
+    # Freezing inlines the weights as constants: bit-identical outputs (tested), and p99
+    # latency at batch 1 drops by ~30% (interpreter attribute look-ups; bench/latency.py).
+    module = torch.jit.freeze(module)
     return Controller(module, manifest)

@@ -92,3 +92,8 @@ def summarize(episodes: list[Episode]) -> dict[str, float]:
         "mean_length": float(np.mean([e.length for e in episodes])),
         "mean_cost": float(np.mean([e.cost for e in episodes])),
     }
+
+
+def evaluation_seed(base: int, index: int) -> int:
+    """Seed of evaluation episode `index`: a stream disjoint from the data's (different base)."""
+    return int(np.random.SeedSequence([base, index, 7]).generate_state(1)[0])

@@ -91,6 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     rate = summary["critic_updates_per_s"]
     print(f"speed     {rate:.1f} critic+actor updates/s" if rate else "speed     n/a")
     print(f"ood       tau = {cal.get('ood_tau', float('nan')):.4g} (alpha_fa = {cal.get('ood_alpha')}, n = {cal.get('ood_calib_n')})")
+    if "accident_auroc" in cal:
+        print(f"accident  Q_C ranks 'accident within {config.critics.accident.oversample_horizon} steps' on calibration "
+              f"episodes with AUROC {cal['accident_auroc']:.3f} ({cal['accident_positives']} positive steps)")
     return EXIT_OK
 
 

@@ -59,6 +59,16 @@ def test_export_is_parity_checked_and_manifest_complete(artifact, observations, 
     assert parity(eager, scripted, observations) <= 1e-5
 
 
+def test_runtime_frozen_module_matches_the_eager_controller(artifact, observations, smoke_run):
+    """The runtime freezes the scripted file at load; its outputs stay within the parity bound."""
+    config, model, _ = load_trained(smoke_run)
+    with torch.no_grad():
+        eager_action, eager_record = GatedController(model, config.gate)(observations)
+    action, record = load(artifact).act(observations.numpy())
+    np.testing.assert_allclose(action, eager_action.numpy(), atol=1e-5)
+    np.testing.assert_allclose(record, eager_record.numpy(), atol=1e-5, equal_nan=True)
+
+
 def test_same_observation_same_action(artifact, observations):
     a = load(artifact)
     b = load(artifact)
@@ -150,7 +160,7 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     strict = config.gate.model_copy(update={"cost_threshold": -1.0})  # nothing admissible
     _, rec = GatedController(model, strict)(observations)
     assert (rec[:, 0] == CODE_FALLBACK).all()
-    loose = config.gate.model_copy(update={"cost_threshold": 1e9})
+    loose = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 0.0})
     free = GatedController(model, loose, use_ood=False)
     _, rec = free(observations)
     assert (rec[:, 0] != CODE_FALLBACK).all()
@@ -159,6 +169,22 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     torch.testing.assert_close(rec[:, 1], q_task.min(0).values.max(0).values)  # the best Q_R is chosen
     _, rec = GatedController(model, strict, gate_enabled=False)(observations)
     assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
+
+
+def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observations):
+    """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_beta(a|s)."""
+    config, model, _ = load_trained(smoke_run)
+    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0})
+    ctrl = GatedController(model, gate, use_ood=False)
+    action, rec = ctrl(observations)
+    x = model.normalize_obs(observations)
+    cands = ctrl.candidates(x)
+    q_r = model.critic(x, cands)[0].min(0).values
+    score = q_r + 2.0 * model.prior.log_prob(x, cands)
+    best = score.argmax(0)
+    torch.testing.assert_close(rec[:, 1], q_r.gather(0, best.view(1, -1))[0])
+    scripted = torch.jit.script(ctrl)
+    assert parity(ctrl, scripted, observations) <= 1e-5
 
 
 def test_clopper_pearson_bounds():

@@ -151,3 +151,12 @@ def test_critic_batches_oversample_the_approach_to_accidents(smoke_dataset):
     plain = TrainTensors(trainer.model, data.train.obs, data.train.act, data.train.rew, data.train.cost,
                          data.train.next_obs, data.train.terminal)
     assert len(plain.sample(64, g, rare_fraction=0.5).obs) == 64  # no rare set: plain uniform batches
+    # the cost dual measures E_D[Q_C] on the uniformly drawn rows only
+    assert batch.uniform_rows == 150
+
+
+def test_summary_reports_the_accident_critics_ranking(trained_smoke):
+    run_dir, _ = trained_smoke
+    calibration = json.loads((run_dir / "train_summary.json").read_text())["calibration"]
+    assert 0.0 <= calibration["accident_auroc"] <= 1.0
+    assert calibration["accident_positives"] > 0
