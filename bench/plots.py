@@ -29,12 +29,12 @@ def _bars(ax, labels: list[str], values: list[float], fmt: str) -> None:
 
 
 def throughput(data: dict, out: Path) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.2))
     rows = data["rows"]
     _bars(a, [r["name"] for r in rows], [r["updates_per_s"] for r in rows], "{:.0f}/s")
     a.set_xlabel("updates per second (2 threads)")
     _bars(b, [r["name"] for r in rows], [100 * r["fraction_of_peak"] for r in rows], "{:.0f}%")
-    b.set_xlabel("achieved FLOP rate, % of measured fp32 matmul peak")
+    b.set_xlabel("achieved FLOP rate, % of the measured matmul peak (same precision)")
     b.set_yticks([])
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=120)
@@ -44,10 +44,13 @@ def versus(data: dict, out: Path) -> None:
     pairs = data["pairs"]
     fig, ax = plt.subplots(figsize=(6, 3))
     x = range(1, len(pairs) + 1)
-    ax.plot(x, [p["ours_per_s"] for p in pairs], "o-", label="safecritic CQL")
+    ax.plot(x, [p["ours_per_s"] for p in pairs], "o-", label=f"safecritic CQL ({data.get('precision', 'auto')})")
+    if "ours_fp32_per_s" in pairs[0]:
+        ax.plot(x, [p["ours_fp32_per_s"] for p in pairs], "o--", label="safecritic CQL, fp32")
     ax.plot(x, [p["theirs_per_s"] for p in pairs], "s-", label="d3rlpy 2.8.1 CQL")
     ax.plot(x, [p["theirs_update_only_per_s"] for p in pairs], "s--", label="d3rlpy, update only")
     ax.set_xlabel("pair (alternating, same minutes)")
+    ax.set_xticks(list(x))
     ax.set_ylabel("updates per second")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
