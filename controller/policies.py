@@ -50,6 +50,12 @@ class TanhGaussianActor(nn.Module):
     def sample(self, obs: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n reparameterised samples per state: actions [n, B, A], log-probs [n, B]."""
         mean, log_std = self.forward(obs)
+        return self.sample_from(mean, log_std, n, generator)
+
+    @staticmethod
+    def sample_from(mean: torch.Tensor, log_std: torch.Tensor, n: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample` from an already computed forward (callers that also need the mean)."""
         eps = torch.randn((n, *mean.shape), generator=generator)
         pre = mean + log_std.exp() * eps
         logp = (-0.5 * eps.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1) - _tanh_log_det(pre)

@@ -34,7 +34,7 @@ from safecritic.controller.updates import (
 )
 from safecritic.critics.conformal import conformal_threshold
 from safecritic.critics.cpu import tune_cpu, use_bf16
-from safecritic.critics.diagnostics import steps_before_accident
+from safecritic.critics.diagnostics import accident_auroc, steps_before_accident
 from safecritic.critics.csc import cost_q_max
 from safecritic.envs.dataset import NormStats, OfflineData
 
@@ -114,8 +114,6 @@ def calibration_pairs(model: SafeCriticModel, data: OfflineData, stride: int) ->
 def accident_ranking(model: SafeCriticModel, transitions, horizon: int) -> dict[str, float]:
     """How well Q_C(s, a_data) on held-out episodes ranks the steps an accident follows
     within `horizon` steps above the rest (AUROC; issue 3's check of the accident critic)."""
-    from safecritic.critics.diagnostics import accident_auroc
-
     x = model.normalize_obs(transitions.obs)
     _, logits = model.critic(x, model.to_unit_action(transitions.act))
     q_cost = model.critic.cost_value(logits).max(dim=0).values

@@ -118,7 +118,8 @@ def critic_step(
 
     with torch.no_grad(), autocast(bf16):
         pi_s = model.actor.sample(batch.obs, n, g)
-        pi_next = model.actor.sample(batch.next_obs, n, g)
+        mean_next, log_std_next = model.actor(batch.next_obs)  # one forward: samples and the mean
+        pi_next = model.actor.sample_from(mean_next, log_std_next, n, g)
         safest = has_cost and c.accident.backup == "safest"
         # Next actions for the targets: pi's first sample (Q_R's backup; Q_C's with backup
         # 'actor'), plus, for backup 'safest', a small deterministic subset of the gate's
@@ -126,7 +127,7 @@ def critic_step(
         # purpose: a minimum over many noisy samples drifts optimistic as training goes on.
         next_actions = pi_next[0][:1]
         if safest:
-            backup = [torch.tanh(model.actor(batch.next_obs)[0]).unsqueeze(0),
+            backup = [torch.tanh(mean_next).unsqueeze(0),
                       model.prior.candidates(batch.next_obs).transpose(0, 1)]
             if model.safe_action_unit is not None:
                 backup.append(model.safe_action_unit.expand(1, b, a_dim))

@@ -81,12 +81,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load(artifact_dir: str | os.PathLike, threads: int | None = 1) -> Controller:
-    """Verify and load an artifact folder (controller.pt + manifest.json).
-
-    `threads`: torch intra-op threads for inference (1 suits batch-1 control loops;
-    None leaves torch's setting alone).
-    """
+def read_verified(artifact_dir: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """The manifest and the controller bytes of an artifact folder, after checking the
+    format version and the bytes' SHA-256 against the manifest (no torch involved)."""
     folder = Path(artifact_dir)
     manifest_path, controller_path = folder / MANIFEST_FILE, folder / CONTROLLER_FILE
     for path in (manifest_path, controller_path):
@@ -109,6 +106,17 @@ def load(artifact_dir: str | os.PathLike, threads: int | None = 1) -> Controller
             f"{str(manifest.get('sha256'))[:16]}...): the file was modified or truncated; refusing to load it. "
             "Re-export or re-copy the artifact."
         )
+    return manifest, blob
+
+
+def load(artifact_dir: str | os.PathLike, threads: int | None = 1) -> Controller:
+    """Verify and load an artifact folder (controller.pt + manifest.json).
+
+    `threads`: torch intra-op threads for inference (1 suits batch-1 control loops;
+    None leaves torch's setting alone).
+    """
+    manifest, blob = read_verified(artifact_dir)
+    controller_path = Path(artifact_dir) / CONTROLLER_FILE
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -117,7 +125,8 @@ def load(artifact_dir: str | os.PathLike, threads: int | None = 1) -> Controller
     except Exception as exc:  # a valid hash of a broken file can only come from a broken export
         raise ArtifactError(f"{controller_path} could not be loaded by torch.jit: {exc.__class__.__name__}") from None
     module.eval()
-    # Freezing inlines the weights as constants: bit-identical outputs (tested), and p99
-    # latency at batch 1 drops by ~30% (interpreter attribute look-ups; bench/latency.py).
+    # Freezing inlines the weights as constants: outputs were identical to the unfrozen
+    # module's in a side-by-side check (tests hold them to the parity bound), and batch-1
+    # p99 latency dropped from 374 to 257 µs (fewer attribute look-ups in the interpreter).
     module = torch.jit.freeze(module)
     return Controller(module, manifest)

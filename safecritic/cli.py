@@ -13,6 +13,10 @@ from safecritic.configs.errors import SafecriticError
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _add_run_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", type=Path, default=None, metavar="CONFIG",
@@ -297,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_config_args(p)
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+    _add_run_dir_arg(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
@@ -382,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_config_args(p)
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+    _add_run_dir_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="rebuild a run's certification report from its saved evaluations",

@@ -95,16 +95,14 @@ def _eval_settings(config: Config) -> dict[str, Any]:
 
 
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    import json
-
-    from safecritic.deploy.runtime import ArtifactError, load
+    """The artifact's manifest, after the runtime's format and SHA-256 checks (the
+    controller itself is loaded by the evaluation workers, not here)."""
+    from safecritic.deploy.runtime import ArtifactError, read_verified
 
     try:
-        return load(artifact_dir).manifest  # verifies the hash too
+        return read_verified(artifact_dir)[0]
     except ArtifactError as exc:
         raise RunError(str(exc)) from None
-    except json.JSONDecodeError as exc:  # pragma: no cover - load() wraps this
-        raise RunError(f"{artifact_dir}: bad manifest: {exc}") from None
 
 
 def evaluate(artifact_dir: Path, config: Config | None = None, progress: Callable[[int], None] | None = None,
@@ -229,7 +227,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
         for variant in ABLATIONS:
             if variant.name == "plain_actor" and not config.policy.plain_actor:
                 continue
-            if variant.name in ("accident_only",) and not config.critics.accident.enabled:
+            if variant.name == "accident_only" and not config.critics.accident.enabled:
                 continue
             folder = run_dir / "ablations" / variant.name
             timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
