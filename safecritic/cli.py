@@ -165,7 +165,8 @@ def _print_certification(report: dict) -> None:
     elif report["passed"]:
         print("  (not released)")
     else:
-        print("  nothing released")
+        print(f"  nothing released (the controller stays in {report['artifact_dir']}; "
+              "`safecritic certify` re-judges it, e.g. with other criteria via -o)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -246,9 +247,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(f"safecritic run {config.run.name}: {minutes:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in report['timings'].items() if v >= 1)})")
     print(f"run dir  {report['run_dir']}")
-    rows = [r for r in report["ablations"]]
+    _print_engine_table(report["engines"], "gated controller (the candidate for release; CP95 upper is what is judged):")
+    print("all controllers, same episodes (ablations):")
     print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'return':>8}")
-    for r in rows:
+    for r in report["ablations"]:
         print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {_pct(r['success_rate']):>8} {_pct(r['accident_rate']):>10} {r['mean_return']:>8.2f}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED

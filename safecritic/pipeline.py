@@ -169,6 +169,7 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     report_dir = Path(report_dir) if report_dir else artifact_dir / "report"
     report = build_report(config, manifest, evaluation, ablations, report_dir)
     report["report_dir"] = str(report_dir)
+    report["artifact_dir"] = str(artifact_dir)
     report["released_to"] = None
     if report["passed"] and do_release:
         report["released_to"] = str(release(artifact_dir, report_dir, config.deploy.releases_dir, config.run.name,
