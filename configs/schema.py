@@ -295,6 +295,12 @@ class GateConfig(StrictModel):
     )
     safe_action: list[float] | None = Field(None, description="Action (env units) for faults and the safe_action fallback; default: the middle of the action box.")
     seed: int = Field(0, ge=0, description="Seed of the fixed offsets (stored in the export: same observation, same action).")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of the critics and the OOD detector inside the exported controller. 'bf16' is how "
+        "training computes them under run.precision=bf16 and runs the critics' matmuls ~2x faster on CPUs with "
+        "AVX512-BF16, but it reorders near-tied candidates (docs/benchmarks.md, 'Evaluation loop').",
+    )
 
 
 class CriteriaConfig(StrictModel):

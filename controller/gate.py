@@ -8,7 +8,8 @@ randomness), taking raw observations [B, obs_dim] and returning
                          then Q_C and OOD score of the policy's own proposal
 
 Decision codes: 0 the policy's mean action, 1 another candidate, 2 fallback (nothing
-admissible), 3 fault (non-finite observation or output: the safe action).
+admissible), 3 fault (non-finite observation or output: the safe action). Under the
+'safe_action' fallback the record holds the safe candidate's values: what was executed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from safecritic.configs.schema import GateConfig
 from safecritic.controller.model import SafeCriticModel
 from safecritic.controller.policies import MixturePrior, TanhGaussianActor
+from safecritic.critics.q_ensemble import pair_inputs
 
 CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT = 0, 1, 2, 3
 DECISIONS = {CODE_POLICY: "policy", CODE_CANDIDATE: "other candidate", CODE_FALLBACK: "fallback", CODE_FAULT: "fault"}
@@ -69,13 +71,23 @@ class GatedController(nn.Module):
         self.obs_norm = copy.deepcopy(model.obs_norm)
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
         self.prior: MixturePrior = copy.deepcopy(model.prior)
-        self.critic = copy.deepcopy(model.critic)
-        self.detector = copy.deepcopy(model.detector)
+        self.value_dtype = torch.bfloat16 if gate.precision == "bf16" else torch.float32
+        self.critic = copy.deepcopy(model.critic).to(self.value_dtype)
+        self.detector = copy.deepcopy(model.detector).to(self.value_dtype)
         act_dim = int(model.act_low.numel())
         self.register_buffer("act_low", model.act_low.clone())
         self.register_buffer("act_high", model.act_high.clone())
         self.register_buffer("safe_action", safe_action_of(model, gate))
-        self.register_buffer("offsets", fixed_offsets(gate.policy_candidates, act_dim, gate.offset_scale, gate.seed))
+        # Precomputed so that a call spends no ops on constants (batch-1 latency is dominated
+        # by the number of ops, ~1.5 µs each, not by FLOPs; docs/benchmarks.md).
+        self.register_buffer("act_mid", (model.act_low + model.act_high) / 2)
+        self.register_buffer("act_half", (model.act_high - model.act_low) / 2)
+        self.register_buffer("safe_unit", (self.safe_action - self.act_mid) / self.act_half)
+        fault_record = torch.full((len(RECORD_FIELDS),), float("nan"))
+        fault_record[0] = float(CODE_FAULT)
+        self.register_buffer("fault_record", fault_record)
+        self.register_buffer(
+            "offsets", fixed_offsets(gate.policy_candidates, act_dim, gate.offset_scale, gate.seed).unsqueeze(1))
         self.register_buffer("cost_threshold", torch.tensor(float(gate.cost_threshold)))
         self.register_buffer("fallback_margin", torch.tensor(float(gate.fallback_margin)))
         self.register_buffer("ood_threshold", model.ood_tau.clone())
@@ -98,14 +110,12 @@ class GatedController(nn.Module):
 
     def _candidates(self, x: torch.Tensor, prior_means: torch.Tensor) -> torch.Tensor:
         mean, log_std = self.actor(x)
-        pre = mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets.unsqueeze(1)
-        cands = torch.tanh(pre)
+        parts = [torch.tanh(mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets)]
         if self.use_prior:
-            cands = torch.cat([cands, prior_means.transpose(0, 1)], dim=0)
+            parts.append(prior_means.transpose(0, 1))
         if self.use_safe:
-            safe_unit = 2.0 * (self.safe_action - self.act_low) / (self.act_high - self.act_low) - 1.0
-            cands = torch.cat([cands, safe_unit.expand(1, x.shape[0], safe_unit.shape[0])], dim=0)
-        return cands
+            parts.append(self.safe_unit.expand(1, x.shape[0], self.safe_unit.shape[0]))
+        return torch.cat(parts, dim=0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = obs.shape[0]
@@ -115,55 +125,60 @@ class GatedController(nn.Module):
         log_w, prior_mean, prior_log_std = self.prior.params(x)
         cands = self._candidates(x, prior_mean)
         k = cands.shape[0]
-        q_task, cost_logits = self.critic(x, cands)
+        # The (s, a) rows, assembled once for the critics and the detector (fp32 outputs in either precision).
+        pairs = pair_inputs(x, cands).to(self.value_dtype)
+        q_task, cost_logits = self.critic.from_pairs(pairs, k, b)
         q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
         score = q_r
         if self.prior_weight > 0.0:
             # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta.
             score = q_r + self.prior_weight * self.prior.log_density(log_w, prior_mean, prior_log_std, cands)
         if cost_logits is not None:
-            q_c = self.critic.cost_value(cost_logits).max(dim=0).values  # pessimistic about risk
+            # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
+            q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
         else:
             q_c = torch.zeros_like(q_r)
-        ood = self.detector.score(x.unsqueeze(0).expand(k, b, x.shape[1]), cands)
+        ood = -self.detector.logit_of_pairs(pairs).view(k, b)
 
-        admissible = torch.ones_like(q_r, dtype=torch.bool)
-        if self.use_cost:
-            admissible = admissible & (q_c <= self.cost_threshold)
-        if self.use_ood:
-            admissible = admissible & (ood <= self.ood_threshold)
-        any_ok = admissible.any(dim=0)
         if self.gate_enabled:
-            best = torch.where(admissible, score, torch.full_like(score, float("-inf"))).argmax(dim=0)
-            if self.use_cost:
+            if self.use_cost and self.use_ood:
+                admissible = (q_c <= self.cost_threshold) & (ood <= self.ood_threshold)
+            elif self.use_cost:
+                admissible = q_c <= self.cost_threshold
+            elif self.use_ood:
+                admissible = ood <= self.ood_threshold
+            else:
+                admissible = torch.ones_like(q_r, dtype=torch.bool)
+            any_ok = admissible.any(dim=0)
+            best = torch.where(admissible, score, float("-inf")).argmax(dim=0)
+            if self.fallback_safe and self.use_safe:
+                # The safe action is executed, and it is the last candidate: report its values.
+                fallback = torch.full_like(best, k - 1)
+            elif self.use_cost:
                 # Best Q_R among the candidates within the margin of the safest one.
                 near_safest = q_c <= q_c.min(dim=0, keepdim=True).values + self.fallback_margin
-                fallback = torch.where(near_safest, score, torch.full_like(score, float("-inf"))).argmax(dim=0)
+                fallback = torch.where(near_safest, score, float("-inf")).argmax(dim=0)
             else:
                 fallback = ood.argmin(dim=0)
             idx = torch.where(any_ok, best, fallback)
             code = torch.where(any_ok, torch.where(idx == 0, self.code_policy, self.code_candidate), self.code_fallback)
         else:
+            any_ok = torch.ones(b, dtype=torch.bool, device=obs.device)
             idx = torch.zeros(b, dtype=torch.long, device=obs.device)
             code = torch.full((b,), self.code_policy, dtype=torch.long, device=obs.device)
 
         chosen = torch.gather(cands, 0, idx.view(1, b, 1).expand(1, b, cands.shape[2])).squeeze(0)
-        action = self.act_low + (chosen + 1.0) * 0.5 * (self.act_high - self.act_low)
+        action = self.act_mid + chosen * self.act_half
         if self.gate_enabled and self.fallback_safe:
-            action = torch.where(any_ok.unsqueeze(1), action, self.safe_action.expand_as(action))
-        action = torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+            action = torch.where(any_ok.unsqueeze(1), action, self.safe_action)
+        action = torch.clamp(action, self.act_low, self.act_high)
 
-        pick = idx.view(1, b)
-        record = torch.stack(
-            [code.to(obs.dtype), q_r.gather(0, pick)[0], q_c.gather(0, pick)[0], ood.gather(0, pick)[0], q_c[0], ood[0]],
-            dim=1,
-        )
-        fault = ~finite | ~torch.isfinite(action).all(dim=1)
-        action = torch.where(fault.unsqueeze(1), self.safe_action.expand_as(action), action)
-        nan = torch.full_like(record, float("nan"))
-        nan[:, 0] = float(self.code_fault)
-        record = torch.where(fault.unsqueeze(1), nan, record)
-        return action, record
+        # Record: code, then Q_R, Q_C, OOD of the chosen candidate, then Q_C, OOD of the proposal.
+        values = torch.stack([q_r, q_c, ood])  # [3, K, B]
+        picked = values.gather(1, idx.view(1, 1, b).expand(3, 1, b)).squeeze(1)  # [3, B]
+        record = torch.cat([code.to(obs.dtype).unsqueeze(0), picked, values[1:, 0]], dim=0).t()
+        fault = (~finite | ~torch.isfinite(action).all(dim=1)).unsqueeze(1)
+        return torch.where(fault, self.safe_action, action), torch.where(fault, self.fault_record, record)
 
 
 class PolicyController(nn.Module):

@@ -41,7 +41,12 @@ class OODDetector(nn.Module):
         """obs [..., B, obs_dim] broadcast against act [..., B, act_dim] -> [..., B]."""
         shape = list(act.shape[:-1])
         shape.append(obs.shape[-1])
-        return self.f(torch.cat([obs.expand(shape), act], dim=-1)).float().squeeze(-1)
+        return self.logit_of_pairs(torch.cat([obs.expand(shape), act], dim=-1))
+
+    @torch.jit.export
+    def logit_of_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        """f on (s, a) rows already concatenated [..., obs_dim + act_dim] -> [...]."""
+        return self.f(pairs).float().squeeze(-1)
 
     def score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """OOD score: higher means further from the data."""

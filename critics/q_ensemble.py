@@ -16,6 +16,12 @@ from torch import nn
 from safecritic.critics.networks import EnsembleMLP
 
 
+def pair_inputs(obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """obs [B, D] and K actions per state [K, B, A] -> the (s, a) rows [K*B, D + A]."""
+    k, b = acts.shape[0], acts.shape[1]
+    return torch.cat([obs.unsqueeze(0).expand(k, b, obs.shape[-1]), acts], dim=-1).reshape(k * b, -1)
+
+
 class QEnsemble(nn.Module):
     """Q_R members (linear outputs) and optional Q_C members (logits; Q_C = q_max * sigmoid).
 
@@ -56,9 +62,18 @@ class QEnsemble(nn.Module):
         """
         single = act.dim() == 2
         acts = act.unsqueeze(0) if single else act
-        k, b = acts.shape[0], acts.shape[1]
-        x = torch.cat([obs.unsqueeze(0).expand(k, b, obs.shape[-1]), acts], dim=-1).reshape(k * b, -1)
-        out = self.net(x).float().reshape(self.net.members, k, b, -1)  # fp32 out, also under bf16 autocast
+        q_task, cost = self.from_pairs(pair_inputs(obs, acts), acts.shape[0], acts.shape[1])
+        if single:
+            q_task = q_task.squeeze(1)
+            if cost is not None:
+                cost = cost.squeeze(1)
+        return q_task, cost
+
+    @torch.jit.export
+    def from_pairs(self, pairs: torch.Tensor, k: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward` on inputs already assembled by `pair_inputs` ([K*B, obs_dim + act_dim]):
+        the gate builds them once for the critics and the OOD detector."""
+        out = self.net(pairs).float().reshape(self.net.members, k, b, -1)  # fp32 out, also under bf16 autocast
         cost: torch.Tensor | None = None
         if self.shared_trunk:
             q_task = out[:, :, :, 0]
@@ -68,10 +83,6 @@ class QEnsemble(nn.Module):
             q_task = out[: self.task_members, :, :, 0]
             if self.cost_members > 0:
                 cost = out[self.task_members :, :, :, 0]
-        if single:
-            q_task = q_task.squeeze(1)
-            if cost is not None:
-                cost = cost.squeeze(1)
         return q_task, cost
 
     def cost_value(self, logits: torch.Tensor) -> torch.Tensor:

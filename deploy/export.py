@@ -88,10 +88,31 @@ def load_for_export(run_dir: Path) -> tuple:
     return config, model, state, obs
 
 
-def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FULL, loaded: tuple | None = None) -> dict[str, Any]:
+def with_gate_overrides(config, overrides: list[str]):
+    """The run's config with `gate.*` overrides: the gate is built at export, so its settings
+    (thresholds, candidates, precision, ...) can change without retraining; nothing else can."""
+    from safecritic.configs.loader import apply_overrides, format_validation_error, parse_override
+    from safecritic.configs.schema import Config
+    from pydantic import ValidationError
+
+    for text in overrides:
+        path, _ = parse_override(text)
+        if path[0] != "gate":
+            raise RunError(f"export -o {text!r}: only gate.* settings can change at export time; "
+                           f"{'.'.join(path)} needs a new training run (safecritic train -o ...)")
+    try:
+        return Config.model_validate(apply_overrides(config.model_dump(mode="json"), overrides))
+    except ValidationError as exc:
+        raise RunError(format_validation_error(exc, f"export overrides {overrides}")) from None
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FULL, loaded: tuple | None = None,
+               gate_overrides: list[str] | None = None) -> dict[str, Any]:
     """Export `variant` of the run in run_dir to out_dir (default run_dir/artifact)."""
     run_dir = Path(run_dir)
     config, model, state, obs = loaded if loaded is not None else load_for_export(run_dir)
+    if gate_overrides:
+        config = with_gate_overrides(config, gate_overrides)
     controller = build_controller(model, config, variant)
     scripted, blob = script_bytes(controller)
     worst = parity(controller, scripted, obs)
@@ -116,6 +137,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
         "thresholds": {"cost": config.gate.cost_threshold, "ood": float(model.ood_tau),
                        "ood_false_alarm_rate": config.critics.ood.false_alarm_rate},
         "candidates": int(controller.candidate_count),
+        "precision": config.gate.precision if variant.kind == "gated" else "fp32",
         "safe_action": controller.safe_action.tolist(),
         "record_fields": RECORD_FIELDS,
         "decisions": {str(k): v for k, v in DECISIONS.items()},

@@ -172,12 +172,12 @@ def _print_certification(report: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from safecritic.pipeline import export
 
-    manifest = export(args.run_dir, args.out, args.variant)
+    manifest = export(args.run_dir, args.out, args.variant, gate_overrides=args.override)
     out = args.out or args.run_dir / "artifact"
     print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json)")
     print(f"sha256   {manifest['sha256']}")
     print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
-    print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
+    print(f"gate     {manifest['candidates']} candidates, {manifest['precision']}, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")
     return EXIT_OK
 
@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default RUN_DIR/artifact)")
     p.add_argument("--variant", default="gated",
                    help="gated (default), bare_actor, gate_off, accident_only, ood_only, plain_actor or bc")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="gate.KEY=VALUE",
+                   help="change a gate setting without retraining (repeatable), e.g. -o gate.precision=bf16 "
+                   "or -o gate.cost_threshold=0.03; other sections need a new training run")
     p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (

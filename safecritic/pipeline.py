@@ -75,7 +75,8 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, pro
 
 # ----- export, evaluate, certify, release ----------------------------------------------
 
-def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gated", loaded=None) -> dict[str, Any]:
+def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gated", loaded=None,
+           gate_overrides: list[str] | None = None) -> dict[str, Any]:
     """Stage 5: TorchScript + manifest (after a parity check) for one controller variant.
 
     `loaded` (from deploy.export.load_for_export) saves re-reading the run for each variant.
@@ -85,7 +86,7 @@ def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gate
     variants = {v.name: v for v in (FULL, BARE_ACTOR, *ABLATIONS)}
     if variant_name not in variants:
         raise RunError(f"unknown variant {variant_name!r}; known: {', '.join(variants)}")
-    return export_run(Path(run_dir), out_dir, variants[variant_name], loaded)
+    return export_run(Path(run_dir), out_dir, variants[variant_name], loaded, gate_overrides)
 
 
 def _eval_settings(config: Config) -> dict[str, Any]:

@@ -171,6 +171,35 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
 
 
+def test_safe_fallback_records_the_safe_candidate(smoke_run, observations):
+    """Under the 'safe_action' fallback the record describes what ran: the safe candidate's values."""
+    config, model, _ = load_trained(smoke_run)
+    strict = config.gate.model_copy(update={"cost_threshold": -1.0, "fallback": "safe_action", "safe_candidate": True})
+    ctrl = GatedController(model, strict)
+    action, rec = ctrl(observations)
+    assert (rec[:, 0] == CODE_FALLBACK).all()
+    torch.testing.assert_close(action, ctrl.safe_action.expand_as(action))
+    x = model.normalize_obs(observations)
+    q_task, cost = model.critic(x, ctrl.candidates(x)[-1])  # the last candidate is the safe action
+    torch.testing.assert_close(rec[:, 1], q_task.min(0).values)
+    torch.testing.assert_close(rec[:, 2], model.critic.cost_value(cost).max(0).values)
+
+
+def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):
+    """`export -o gate.*` rebuilds the gate without retraining; anything else needs a new run."""
+    out = tmp_path / "bf16"
+    assert main(["export", str(smoke_run), "--out", str(out), "-o", "gate.precision=bf16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "bf16" and manifest["config"]["gate"]["precision"] == "bf16"
+    assert manifest["parity_max_abs_diff"] <= 1e-5
+    action, record = load(out).act(observations.numpy())
+    assert np.isfinite(action).all() and np.isfinite(record[:, 1:4]).all()
+    capsys.readouterr()
+    assert main(["export", str(smoke_run), "--out", str(tmp_path / "x"), "-o", "critics.gamma=0.5"]) == 2
+    assert "only gate.* settings" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observations):
     """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_beta(a|s)."""
     config, model, _ = load_trained(smoke_run)
