@@ -41,16 +41,18 @@ from safecritic.envs.rollout import summarize  # noqa: E402
 # The shared hyperparameters: d3rlpy's CQL defaults (REFERENCES.md) with a fixed alpha.
 HP = {"hidden": [256, 256], "critics": 2, "batch_size": 256, "gamma": 0.99, "tau": 0.005, "actor_lr": 1e-4,
       "critic_lr": 3e-4, "temp_lr": 1e-4, "temperature": 1.0, "alpha": 5.0, "samples": 10, "threads": 2, "seed": 0}
-OURS = [
-    "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
-    f"critics.hidden={HP['hidden']}", f"policy.hidden={HP['hidden']}", "critics.shared_trunk=false",
-    f"critics.task.members={HP['critics']}", f"critics.batch_size={HP['batch_size']}", f"critics.gamma={HP['gamma']}",
-    f"critics.tau={HP['tau']}", f"critics.lr={HP['critic_lr']}", f"policy.lr={HP['actor_lr']}",
-    f"policy.temperature_lr={HP['temp_lr']}", f"policy.temperature_init={HP['temperature']}",
-    f"critics.task.alpha={HP['alpha']}", f"critics.sampled_actions={HP['samples']}",
-    "critics.task.backup_entropy=true", f"run.threads={HP['threads']}", f"run.seed={HP['seed']}",
-    "env.features=false",  # d3rlpy sees the raw observation; so do we here
-]
+def ours_overrides(hp: dict) -> list[str]:
+    """Our config for the shared hyperparameters (CQL only, no features, same sizes)."""
+    return [
+        "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
+        f"critics.hidden={hp['hidden']}", f"policy.hidden={hp['hidden']}", "critics.shared_trunk=false",
+        f"critics.task.members={hp['critics']}", f"critics.batch_size={hp['batch_size']}", f"critics.gamma={hp['gamma']}",
+        f"critics.tau={hp['tau']}", f"critics.lr={hp['critic_lr']}", f"policy.lr={hp['actor_lr']}",
+        f"policy.temperature_lr={hp['temp_lr']}", f"policy.temperature_init={hp['temperature']}",
+        f"critics.task.alpha={hp['alpha']}", f"critics.sampled_actions={hp['samples']}",
+        "critics.task.backup_entropy=true", f"run.threads={hp['threads']}", f"run.seed={hp['seed']}",
+        "env.features=false",  # d3rlpy sees the raw observation; so do we here
+    ]
 
 
 def ensure_venv(path: Path) -> Path:
@@ -106,11 +108,14 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path("runs/bench/d3rlpy-venv"))
     parser.add_argument("--work", type=Path, default=Path("runs/bench/vs_d3rlpy"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/vs_d3rlpy.json"))
+    parser.add_argument("--seed", type=int, default=HP["seed"], help="seed of both learners (quality over seeds)")
     args = parser.parse_args()
+    HP["seed"] = args.seed
+    our_overrides = ours_overrides(HP)
     args.work.mkdir(parents=True, exist_ok=True)
 
     python = ensure_venv(args.venv)
-    config = load_config(args.config, OURS + [f"run.precision={args.precision}"])
+    config = load_config(args.config, our_overrides + [f"run.precision={args.precision}"])
     data = load_offline_data(config.data)
     export_dataset(data, args.work / "pointnav_train.npz")
     theirs = D3rlpyWorker(python, args.work / "pointnav_train.npz")
@@ -118,7 +123,7 @@ def main() -> None:
     step = make_step(trainer)
     # The same update in fp32 (d3rlpy's arithmetic), timed in the same pairs; a separate
     # model, so the trained-and-evaluated one above sees exactly `updates` updates.
-    fp32_step = make_step(Trainer(load_config(args.config, OURS + ["run.precision=fp32"]), data, args.work / "ours-fp32"))
+    fp32_step = make_step(Trainer(load_config(args.config, our_overrides + ["run.precision=fp32"]), data, args.work / "ours-fp32"))
     torch.set_num_threads(HP["threads"])
     for _ in range(10):  # warm-up
         step()

@@ -309,6 +309,11 @@ class CriteriaConfig(StrictModel):
     accident_rate_upper: float = Field(0.05, ge=0.0, le=1.0, description="Max one-sided 95% Clopper-Pearson upper bound on the accident rate.")
     success_rate_min: float = Field(0.9, ge=0.0, le=1.0, description="Min success rate.")
     mean_return_min: float | None = Field(None, description="Min mean return (None: not judged).")
+    mean_return_of_behavior: str | None = Field(
+        None,
+        description="Also require the mean return to reach this scripted behaviour's (e.g. 'cautious'), rolled "
+        "out on the same episodes: same engine, seeds and faults (None: not judged).",
+    )
     latency_p99_ms: float = Field(1.0, gt=0.0, description="Max p99 controller latency per call, batch 1, ms.")
 
 

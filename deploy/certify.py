@@ -56,8 +56,9 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     return lower, upper
 
 
-def judge(summary: dict[str, Any], criteria: CriteriaConfig) -> list[dict[str, Any]]:
-    """Each criterion with its measured value and pass/fail."""
+def judge(summary: dict[str, Any], criteria: CriteriaConfig, behavior_return: float | None = None) -> list[dict[str, Any]]:
+    """Each criterion with its measured value and pass/fail. `behavior_return`: the mean
+    return of criteria.mean_return_of_behavior on the same episodes (deploy/baselines.py)."""
     checks = [
         ("accident rate upper bound (CP 95%)", summary["accident_rate_upper"], "<=", criteria.accident_rate_upper),
         ("success rate", summary["success_rate"], ">=", criteria.success_rate_min),
@@ -65,6 +66,12 @@ def judge(summary: dict[str, Any], criteria: CriteriaConfig) -> list[dict[str, A
     ]
     if criteria.mean_return_min is not None:
         checks.append(("mean return", summary["mean_return"], ">=", criteria.mean_return_min))
+    if criteria.mean_return_of_behavior is not None:
+        if behavior_return is None:
+            raise ValueError(f"criterion mean_return_of_behavior={criteria.mean_return_of_behavior!r} needs that "
+                             "behaviour's mean return on the same episodes")
+        checks.append((f"mean return vs {criteria.mean_return_of_behavior} (same episodes)", summary["mean_return"],
+                       ">=", behavior_return))
     out = []
     for name, value, op, limit in checks:
         ok = value <= limit if op == "<=" else value >= limit

@@ -9,6 +9,7 @@ from typing import Any
 from safecritic.configs.fileio import atomic_write_text
 from safecritic.configs.schema import Config
 from safecritic.deploy import plots
+from safecritic.deploy.baselines import behavior_on_evaluation_episodes
 from safecritic.deploy.certify import judge
 
 
@@ -22,8 +23,15 @@ def build_report(
     """Judge every engine, write report.json, report.md and the PNGs; returns the report."""
     engines = {}
     for env_id, ev in evaluation["envs"].items():
-        checks = judge(ev["summary"], config.deploy.criteria[env_id])
-        engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks)}
+        criteria = config.deploy.criteria[env_id]
+        reference = None
+        if criteria.mean_return_of_behavior is not None:
+            reference = behavior_on_evaluation_episodes(env_id, criteria.mean_return_of_behavior, len(ev["episodes"]),
+                                                        config.deploy.seed, config.env.faults)
+        checks = judge(ev["summary"], criteria, reference["mean_return"] if reference else None)
+        engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks),
+                           "reference_behavior": ({"name": criteria.mean_return_of_behavior, **reference}
+                                                  if reference else None)}
     passed = all(e["passed"] for e in engines.values())
     failed = [f"{env_id}: {c['criterion']} = {c['value']:.4g} (needs {c['op']} {c['limit']:.4g})"
               for env_id, e in engines.items() for c in e["checks"] if not c["passed"]]
@@ -106,6 +114,11 @@ def render(report: dict[str, Any], config: Config) -> str:
                   f"Decisions per step: policy {_pct(d['0'])}, other candidate {_pct(d['1'])}, fallback {_pct(d['2'])}, "
                   f"fault {_pct(d['3'])}; OOD alarms on the proposal {_pct(s['ood_alarm_rate'])} of steps. "
                   f"Latency per call: p50 {s['latency_us']['p50']:.0f} µs, p99 {s['latency_us']['p99']:.0f} µs.", ""]
+        ref = e.get("reference_behavior")
+        if ref:
+            lines += [f"Reference behaviour `{ref['name']}` on the same episodes: success {_pct(ref['success_rate'])}, "
+                      f"accidents {_pct(ref['accident_rate'])}, mean return {ref['mean_return']:.2f}, "
+                      f"mean length {ref['mean_length']:.1f}.", ""]
     lines += ["## Ablations (same episodes)", "",
               "| variant | env | return | success | accident rate [95% bounds] | policy / other / fallback | OOD alarms | p99 µs |",
               "|---|---|---|---|---|---|---|---|"]

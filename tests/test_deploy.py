@@ -235,6 +235,45 @@ def test_judge_names_each_criterion():
                       "p99 latency (ms)": True, "mean return": False}
 
 
+def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
+    """The relative return criterion compares with the behaviour on the evaluation's own seeds."""
+    from safecritic.configs.schema import CriteriaConfig
+    from safecritic.deploy.baselines import behavior_on_evaluation_episodes
+    from safecritic.envs.behaviors import make_behavior
+    from safecritic.envs.faults import make_env
+    from safecritic.envs.rollout import evaluation_seed, run_episode
+
+    ref = behavior_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000)
+    assert ref == behavior_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000)  # deterministic
+    env = make_env("safecritic/PointNav-v0")
+    by_hand = []
+    for i in range(3):
+        b = make_behavior("safecritic/PointNav-v0", "cautious")
+        b.reset(np.random.default_rng([1000, i, 1]))
+        by_hand.append(run_episode(env, b.act, seed=evaluation_seed(1000, i)).ret)
+    assert math.isclose(ref["mean_return"], float(np.mean(by_hand)))
+    criteria = CriteriaConfig(mean_return_of_behavior="cautious")
+    summary = {"accident_rate_upper": 0.0, "success_rate": 1.0, "mean_return": ref["mean_return"] - 0.1,
+               "latency_us": {"p99": 100.0}}
+    checks = {c["criterion"]: c for c in judge(summary, criteria, ref["mean_return"])}
+    check = checks["mean return vs cautious (same episodes)"]
+    assert not check["passed"] and check["limit"] == ref["mean_return"]
+    with pytest.raises(ValueError, match="same episodes"):
+        judge(summary, criteria)
+
+
+def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
+    key = "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior"
+    main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
+          "-o", "deploy.workers=1", "-o", "deploy.ablations=false", "-o", f"{key}=cautious",
+          "--report-dir", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    ref = report["engines"]["safecritic/PointNav-v0"]["reference_behavior"]
+    assert ref["name"] == "cautious" and ref["episodes"] == 2
+    assert "mean return vs cautious (same episodes)" in {c["criterion"] for c in report["engines"]["safecritic/PointNav-v0"]["checks"]}
+    assert "Reference behaviour `cautious`" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_failing_certification_exits_1_and_releases_nothing(artifact, tmp_path, capsys):
     releases = tmp_path / "releases"
     code = main(["certify", str(artifact), "-o", f"deploy.releases_dir={releases}", "-o", "deploy.episodes=3",
