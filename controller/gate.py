@@ -21,9 +21,10 @@ from torch import nn
 
 from safecritic.configs.schema import GateConfig
 from safecritic.controller.model import SafeCriticModel
-from safecritic.controller.policies import MixturePrior, TanhGaussianActor
+from safecritic.controller.policies import MixturePrior, TanhGaussianActor, fused_policy_pass
 from safecritic.critics.q_ensemble import pair_inputs
 
+# The gate writes codes 0/1 as (chosen index != 0): keep policy = 0 and candidate = 1.
 CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT = 0, 1, 2, 3
 DECISIONS = {CODE_POLICY: "policy", CODE_CANDIDATE: "other candidate", CODE_FALLBACK: "fallback", CODE_FAULT: "fault"}
 # The record's columns; the export writes this layout into the manifest for the runtime.
@@ -71,6 +72,12 @@ class GatedController(nn.Module):
         self.obs_norm = copy.deepcopy(model.obs_norm)
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
         self.prior: MixturePrior = copy.deepcopy(model.prior)
+        # Actor and prior in one batched pass when their shapes allow (identical outputs to ~1e-7).
+        fused = fused_policy_pass(self.actor, self.prior)
+        self.fused = fused is not None
+        self.policy_pass = fused if fused is not None else nn.Identity()
+        self.actor_width = 2 * int(model.act_low.numel())
+        self.prior_width = int(self.prior.components * (1 + 2 * self.prior.act_dim))
         self.value_dtype = torch.bfloat16 if gate.precision == "bf16" else torch.float32
         self.critic = copy.deepcopy(model.critic).to(self.value_dtype)
         self.detector = copy.deepcopy(model.detector).to(self.value_dtype)
@@ -109,12 +116,15 @@ class GatedController(nn.Module):
         return self._candidates(x, self.prior.candidates(x))
 
     def _candidates(self, x: torch.Tensor, prior_means: torch.Tensor) -> torch.Tensor:
-        mean, log_std = self.actor(x)
+        return self._candidates_from(self.actor(x), prior_means)
+
+    def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor) -> torch.Tensor:
+        mean, log_std = actor_out
         parts = [torch.tanh(mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets)]
         if self.use_prior:
             parts.append(prior_means.transpose(0, 1))
         if self.use_safe:
-            parts.append(self.safe_unit.expand(1, x.shape[0], self.safe_unit.shape[0]))
+            parts.append(self.safe_unit.expand(1, mean.shape[0], self.safe_unit.shape[0]))
         return torch.cat(parts, dim=0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +132,14 @@ class GatedController(nn.Module):
         finite = torch.isfinite(obs).all(dim=1)
         x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
         # One pass of the prior serves its candidates and its density (prior_weight).
-        log_w, prior_mean, prior_log_std = self.prior.params(x)
-        cands = self._candidates(x, prior_mean)
+        if self.fused:
+            out = self.policy_pass(x)  # [2, B, width]: actor, prior
+            actor_out = self.actor.from_output(out[0, :, : self.actor_width])
+            log_w, prior_mean, prior_log_std = self.prior.params_from_output(out[1, :, : self.prior_width])
+        else:
+            actor_out = self.actor(x)
+            log_w, prior_mean, prior_log_std = self.prior.params(x)
+        cands = self._candidates_from(actor_out, prior_mean)
         k = cands.shape[0]
         # The (s, a) rows, assembled once for the critics and the detector (fp32 outputs in either precision).
         pairs = pair_inputs(x, cands).to(self.value_dtype)
@@ -153,19 +169,21 @@ class GatedController(nn.Module):
             best = torch.where(admissible, score, float("-inf")).argmax(dim=0)
             if self.fallback_safe and self.use_safe:
                 # The safe action is executed, and it is the last candidate: report its values.
-                fallback = torch.full_like(best, k - 1)
-            elif self.use_cost:
-                # Best Q_R among the candidates within the margin of the safest one.
-                near_safest = q_c <= q_c.min(dim=0, keepdim=True).values + self.fallback_margin
-                fallback = torch.where(near_safest, score, float("-inf")).argmax(dim=0)
+                idx = torch.where(any_ok, best, k - 1)
             else:
-                fallback = ood.argmin(dim=0)
-            idx = torch.where(any_ok, best, fallback)
-            code = torch.where(any_ok, torch.where(idx == 0, self.code_policy, self.code_candidate), self.code_fallback)
+                if self.use_cost:
+                    # Best Q_R among the candidates within the margin of the safest one.
+                    near_safest = q_c <= q_c.min(dim=0, keepdim=True).values + self.fallback_margin
+                    fallback = torch.where(near_safest, score, float("-inf")).argmax(dim=0)
+                else:
+                    fallback = ood.argmin(dim=0)
+                idx = torch.where(any_ok, best, fallback)
+            # Codes 0 (policy mean) / 1 (other candidate) / 2 (fallback), as floats for the record.
+            code = torch.where(any_ok, (idx != 0).to(obs.dtype), float(self.code_fallback))
         else:
             any_ok = torch.ones(b, dtype=torch.bool, device=obs.device)
             idx = torch.zeros(b, dtype=torch.long, device=obs.device)
-            code = torch.full((b,), self.code_policy, dtype=torch.long, device=obs.device)
+            code = torch.full((b,), float(self.code_policy), dtype=obs.dtype, device=obs.device)
 
         chosen = torch.gather(cands, 0, idx.view(1, b, 1).expand(1, b, cands.shape[2])).squeeze(0)
         action = self.act_mid + chosen * self.act_half
@@ -176,9 +194,9 @@ class GatedController(nn.Module):
         # Record: code, then Q_R, Q_C, OOD of the chosen candidate, then Q_C, OOD of the proposal.
         values = torch.stack([q_r, q_c, ood])  # [3, K, B]
         picked = values.gather(1, idx.view(1, 1, b).expand(3, 1, b)).squeeze(1)  # [3, B]
-        record = torch.cat([code.to(obs.dtype).unsqueeze(0), picked, values[1:, 0]], dim=0).t()
-        fault = (~finite | ~torch.isfinite(action).all(dim=1)).unsqueeze(1)
-        return torch.where(fault, self.safe_action, action), torch.where(fault, self.fault_record, record)
+        record = torch.cat([code.unsqueeze(0), picked, values[1:, 0]], dim=0).t()
+        ok = (finite & torch.isfinite(action).all(dim=1)).unsqueeze(1)
+        return torch.where(ok, action, self.safe_action), torch.where(ok, record, self.fault_record)
 
 
 class PolicyController(nn.Module):
@@ -198,6 +216,12 @@ class PolicyController(nn.Module):
             raise ValueError("the run has no plain actor")
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
         self.prior: MixturePrior = copy.deepcopy(model.prior)
+        # Actor and prior in one batched pass when their shapes allow (identical outputs to ~1e-7).
+        fused = fused_policy_pass(self.actor, self.prior)
+        self.fused = fused is not None
+        self.policy_pass = fused if fused is not None else nn.Identity()
+        self.actor_width = 2 * int(model.act_low.numel())
+        self.prior_width = int(self.prior.components * (1 + 2 * self.prior.act_dim))
         self.register_buffer("act_low", model.act_low.clone())
         self.register_buffer("act_high", model.act_high.clone())
         self.register_buffer("safe_action", safe_action_of(model, gate))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from safecritic.critics.networks import MLP
+from safecritic.critics.networks import MLP, EnsembleMLP
 
 LOG_2PI = math.log(2.0 * math.pi)
 HALF_LOG_2PI = 0.5 * LOG_2PI
@@ -39,7 +39,12 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh mean and log-std, [B, A] each."""
-        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # fp32 also under bf16 autocast
+        return self.from_output(self.net(obs))
+
+    @torch.jit.export
+    def from_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-std from the network's output [..., 2A] (also computed elsewhere: the gate's fused pass)."""
+        mean, log_std = out.float().chunk(2, dim=-1)  # fp32 also under bf16 autocast
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
     @torch.jit.export
@@ -80,7 +85,12 @@ class MixturePrior(nn.Module):
 
     def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mixture log-weights [..., K], means [..., K, A], log-stds [..., K, A]."""
-        out = self.net(obs).float()
+        return self.params_from_output(self.net(obs))
+
+    @torch.jit.export
+    def params_from_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`params` from the network's output [..., K (1 + 2A)]."""
+        out = out.float()
         k, a = self.components, self.act_dim
         logits = out[..., :k]
         shape = list(out.shape[:-1])
@@ -119,3 +129,27 @@ class MixturePrior(nn.Module):
     def candidates(self, obs: torch.Tensor) -> torch.Tensor:
         """All component means [..., K, A] (the gate's prior candidates)."""
         return self.params(obs)[1]
+
+
+def fused_policy_pass(actor: TanhGaussianActor, prior: MixturePrior) -> EnsembleMLP | None:
+    """The actor's and the prior's MLPs as one 2-member ensemble (one batched matmul per layer
+    instead of two small ones; heads zero-padded to the wider output), or None when their
+    shapes differ. For inference: at batch 1 the gate's cost is the number of ops."""
+    a_layers = [m for m in actor.net.net if isinstance(m, nn.Linear)]
+    p_layers = [m for m in prior.net.net if isinstance(m, nn.Linear)]
+    same_body = len(a_layers) == len(p_layers) and all(
+        a.in_features == p.in_features and a.out_features == p.out_features for a, p in zip(a_layers[:-1], p_layers[:-1])
+    ) and a_layers[-1].in_features == p_layers[-1].in_features
+    activations = {type(m) for net in (actor.net.net, prior.net.net) for m in net if not isinstance(m, nn.Linear)}
+    if not same_body or activations != {nn.ReLU}:
+        return None
+    width = max(a_layers[-1].out_features, p_layers[-1].out_features)
+    fused = EnsembleMLP(2, a_layers[0].in_features, [m.out_features for m in a_layers[:-1]], width)
+    with torch.no_grad():
+        for target, a, p in zip([*fused.linears, fused.head], a_layers, p_layers):
+            target.weight.zero_()
+            target.bias.zero_()
+            for member, layer in ((0, a), (1, p)):
+                target.weight[member, :, : layer.out_features] = layer.weight.t()
+                target.bias[member, 0, : layer.out_features] = layer.bias
+    return fused.requires_grad_(False)
