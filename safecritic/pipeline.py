@@ -30,8 +30,13 @@ def load_data(config: Config, config_path: Path | None = None) -> OfflineData:
     return load_offline_data(config.data, collect_hint=hint)
 
 
-def check_run_dir(run_dir: Path, config: Config, resume: bool) -> None:
-    """Refuse to overwrite a run, or to resume one with a different config."""
+# Sections read only after training (export, evaluation, certification): a finished run
+# can be exported and judged again with other values of these.
+POST_TRAINING_SECTIONS = ("gate", "deploy")
+
+
+def check_run_dir(run_dir: Path, config: Config, resume: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to overwrite a run, or to resume one with a different config (sections in `ignore` excepted)."""
     from safecritic.controller.training import RunPaths
 
     paths = RunPaths(run_dir)
@@ -39,8 +44,8 @@ def check_run_dir(run_dir: Path, config: Config, resume: bool) -> None:
         if not paths.checkpoint.is_file():
             raise RunError(f"--resume: no checkpoint in {run_dir}; start it without --resume")
         saved = load_config(paths.config)
-        if dump_config(saved) != dump_config(config):
-            diff = _diff(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        if dump_config(saved.model_copy(update={k: getattr(config, k) for k in ignore})) != dump_config(config):
+            diff = _diff(saved.model_dump(mode="json", exclude=set(ignore)), config.model_dump(mode="json", exclude=set(ignore)))
             raise RunError(
                 f"--resume: the config differs from the one {run_dir} was started with ({'; '.join(diff[:8])}); "
                 f"resume with -c {paths.config}, or start a new run with another --run-dir"
@@ -212,7 +217,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     done = paths.checkpoint.is_file() and load_checkpoint(paths.checkpoint)["phase"] == "done"
     resume = paths.checkpoint.is_file()
     if done:
-        check_run_dir(run_dir, config, resume=True)
+        check_run_dir(run_dir, config, resume=True, ignore=POST_TRAINING_SECTIONS)
         stage(f"train: {run_dir} is already trained, skipped")
     else:
         stage(f"train: {'resuming ' if resume else ''}{run_dir}")
@@ -223,6 +228,8 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     stage("export: TorchScript + manifest (parity-checked)")
     artifact = run_dir / "artifact"
     loaded = load_for_export(run_dir)
+    # The gate is built at export: this config's gate settings apply, not the training run's.
+    loaded = (loaded[0].model_copy(update={"gate": config.gate, "deploy": config.deploy}), *loaded[1:])
     timed("export", lambda: export(run_dir, artifact, loaded=loaded))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:

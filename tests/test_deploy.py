@@ -303,3 +303,19 @@ def test_smoke_pipeline_end_to_end(tmp_path, minari_root):
     assert load(released[0]).act(np.zeros(12, np.float32))[0].shape == (2,)
     for png in ("returns_costs.png", "accident_rates.png", "trajectories_PointNav-v0.png", "decisions_PointNavBullet-v0.png"):
         assert (tmp_path / "run" / "report" / png).is_file(), png
+
+
+def test_finished_run_accepts_new_gate_and_deploy_settings_not_training_ones(smoke_run):
+    """`safecritic run` on a trained run may change what is applied after training, nothing else."""
+    from safecritic.configs.errors import RunError
+    from safecritic.pipeline import POST_TRAINING_SECTIONS, check_run_dir
+
+    config, _, _ = load_trained(smoke_run)
+    later = config.model_copy(update={"gate": config.gate.model_copy(update={"cost_threshold": 0.01}),
+                                      "deploy": config.deploy.model_copy(update={"episodes": 7})})
+    check_run_dir(smoke_run, later, resume=True, ignore=POST_TRAINING_SECTIONS)
+    with pytest.raises(RunError, match="differs"):
+        check_run_dir(smoke_run, later, resume=True)  # an unfinished run resumes only with its own config
+    retrained = config.model_copy(update={"critics": config.critics.model_copy(update={"gamma": 0.5})})
+    with pytest.raises(RunError, match="critics.gamma"):
+        check_run_dir(smoke_run, retrained, resume=True, ignore=POST_TRAINING_SECTIONS)
