@@ -76,12 +76,12 @@ class GatedController(nn.Module):
         fused = fused_policy_pass(self.actor, self.prior)
         self.fused = fused is not None
         self.policy_pass = fused if fused is not None else nn.Identity()
-        self.actor_width = 2 * int(model.act_low.numel())
-        self.prior_width = int(self.prior.components * (1 + 2 * self.prior.act_dim))
+        act_dim = int(model.act_low.numel())
+        self.actor_width = 2 * act_dim
+        self.prior_width = int(self.prior.components * (1 + 2 * act_dim))
         self.value_dtype = torch.bfloat16 if gate.precision == "bf16" else torch.float32
         self.critic = copy.deepcopy(model.critic).to(self.value_dtype)
         self.detector = copy.deepcopy(model.detector).to(self.value_dtype)
-        act_dim = int(model.act_low.numel())
         self.register_buffer("act_low", model.act_low.clone())
         self.register_buffer("act_high", model.act_high.clone())
         self.register_buffer("safe_action", safe_action_of(model, gate))
@@ -113,12 +113,10 @@ class GatedController(nn.Module):
 
     def candidates(self, x: torch.Tensor) -> torch.Tensor:
         """[K, B, A] in the unit box: policy mean first, then offsets, prior means, the safe action."""
-        return self._candidates(x, self.prior.candidates(x))
-
-    def _candidates(self, x: torch.Tensor, prior_means: torch.Tensor) -> torch.Tensor:
-        return self._candidates_from(self.actor(x), prior_means)
+        return self._candidates_from(self.actor(x), self.prior.candidates(x))
 
     def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor) -> torch.Tensor:
+        """Candidates from the actor's (mean, log-std) and the prior's means, computed once by the caller."""
         mean, log_std = actor_out
         parts = [torch.tanh(mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets)]
         if self.use_prior:
@@ -154,7 +152,7 @@ class GatedController(nn.Module):
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
         else:
             q_c = torch.zeros_like(q_r)
-        ood = -self.detector.logit_of_pairs(pairs).view(k, b)
+        ood = self.detector.score_of_pairs(pairs).view(k, b)
 
         if self.gate_enabled:
             if self.use_cost and self.use_ood:
@@ -216,12 +214,6 @@ class PolicyController(nn.Module):
             raise ValueError("the run has no plain actor")
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
         self.prior: MixturePrior = copy.deepcopy(model.prior)
-        # Actor and prior in one batched pass when their shapes allow (identical outputs to ~1e-7).
-        fused = fused_policy_pass(self.actor, self.prior)
-        self.fused = fused is not None
-        self.policy_pass = fused if fused is not None else nn.Identity()
-        self.actor_width = 2 * int(model.act_low.numel())
-        self.prior_width = int(self.prior.components * (1 + 2 * self.prior.act_dim))
         self.register_buffer("act_low", model.act_low.clone())
         self.register_buffer("act_high", model.act_high.clone())
         self.register_buffer("safe_action", safe_action_of(model, gate))

@@ -52,6 +52,11 @@ class OODDetector(nn.Module):
         """OOD score: higher means further from the data."""
         return -self.logit(obs, act)
 
+    @torch.jit.export
+    def score_of_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        """`score` on (s, a) rows already concatenated (the gate shares them with the critics)."""
+        return -self.logit_of_pairs(pairs)
+
 
 @dataclass
 class DetectorLossConfig:

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from safecritic import __version__
 from safecritic.configs.errors import RunError
 from safecritic.configs.fileio import atomic_write_bytes, atomic_write_text
+from safecritic.configs.loader import apply_overrides, format_validation_error, parse_override
+from safecritic.configs.schema import Config
 from safecritic.controller.gate import DECISIONS, RECORD_FIELDS, GatedController, PolicyController
 from safecritic.controller.training import RunPaths, load_trained
 from safecritic.deploy.artifact import CONTROLLER_FILE, FORMAT_VERSION, MANIFEST_FILE
@@ -88,13 +91,9 @@ def load_for_export(run_dir: Path) -> tuple:
     return config, model, state, obs
 
 
-def with_gate_overrides(config, overrides: list[str]):
+def with_gate_overrides(config: Config, overrides: list[str]) -> Config:
     """The run's config with `gate.*` overrides: the gate is built at export, so its settings
     (thresholds, candidates, precision, ...) can change without retraining; nothing else can."""
-    from safecritic.configs.loader import apply_overrides, format_validation_error, parse_override
-    from safecritic.configs.schema import Config
-    from pydantic import ValidationError
-
     for text in overrides:
         path, _ = parse_override(text)
         if path[0] != "gate":

@@ -35,6 +35,11 @@ def load_data(config: Config, config_path: Path | None = None) -> OfflineData:
 POST_TRAINING_SECTIONS = ("gate", "deploy")
 
 
+def with_post_training(trained: Config, config: Config) -> Config:
+    """The trained run's config with `config`'s post-training sections (gate, deploy)."""
+    return trained.model_copy(update={k: getattr(config, k) for k in POST_TRAINING_SECTIONS})
+
+
 def check_run_dir(run_dir: Path, config: Config, resume: bool, ignore: tuple[str, ...] = ()) -> None:
     """Refuse to overwrite a run, or to resume one with a different config (sections in `ignore` excepted)."""
     from safecritic.controller.training import RunPaths
@@ -229,7 +234,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     artifact = run_dir / "artifact"
     loaded = load_for_export(run_dir)
     # The gate is built at export: this config's gate settings apply, not the training run's.
-    loaded = (loaded[0].model_copy(update={"gate": config.gate, "deploy": config.deploy}), *loaded[1:])
+    loaded = (with_post_training(loaded[0], config), *loaded[1:])
     timed("export", lambda: export(run_dir, artifact, loaded=loaded))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:
