@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from safecritic.configs.schema import FaultsConfig
+from safecritic.configs.schema import Config, FaultsConfig
 from safecritic.envs.behaviors import make_behavior
 from safecritic.envs.faults import make_env
 from safecritic.envs.rollout import evaluation_seed, run_episode, summarize
@@ -30,3 +30,10 @@ def behavior_on_evaluation_episodes(env_id: str, name: str, episodes: int, base_
     finally:
         env.close()
     return summarize(runs)
+
+
+def check_reference_behaviors(config: Config) -> None:
+    """Refuse unknown `mean_return_of_behavior` names before any training or evaluation is spent."""
+    for env_id, criteria in config.deploy.criteria.items():
+        if criteria.mean_return_of_behavior is not None:
+            make_behavior(env_id, criteria.mean_return_of_behavior)  # ConfigError naming the known ones

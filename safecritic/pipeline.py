@@ -169,9 +169,12 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
 
+    from safecritic.deploy.baselines import check_reference_behaviors
+
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     config = config or Config.model_validate(manifest["config"])
+    check_reference_behaviors(config)
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
     evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True)
     evaluation = evaluations[artifact_dir]
@@ -202,6 +205,9 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     from safecritic.deploy.export import ABLATIONS
     from safecritic.envs.minari_io import dataset_exists
 
+    from safecritic.deploy.baselines import check_reference_behaviors
+
+    check_reference_behaviors(config)  # a typo in a criterion must not cost a training run
     stage = stage or (lambda message: None)
     timings: dict[str, float] = {}
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)

@@ -319,3 +319,13 @@ def test_finished_run_accepts_new_gate_and_deploy_settings_not_training_ones(smo
     retrained = config.model_copy(update={"critics": config.critics.model_copy(update={"gamma": 0.5})})
     with pytest.raises(RunError, match="critics.gamma"):
         check_run_dir(smoke_run, retrained, resume=True, ignore=POST_TRAINING_SECTIONS)
+
+
+def test_unknown_reference_behaviour_is_refused_before_any_work(tmp_path, capsys):
+    """A typo in mean_return_of_behavior stops `safecritic run` before collecting or training."""
+    code = main(["run", "-c", str(SMOKE), "--run-dir", str(tmp_path / "r"),
+                 "-o", "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior=cautous"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no behaviour 'cautous'" in err and "known: reckless, cautious" in err
+    assert not (tmp_path / "r").exists()
