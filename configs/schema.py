@@ -185,6 +185,13 @@ class OODConfig(StrictModel):
     nce_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the binary NCE term (joint negatives; catches OOD states).")
     state_noise: float = Field(0.5, ge=0.0, le=100.0, description="Std of state perturbations for joint negatives, in normalised units.")
     box_widen: float = Field(1.5, ge=1.0, le=100.0, description="Uniform joint negatives come from the data's state box widened by this factor.")
+    # The contrastive logit learns log p(a|s) only up to a per-state constant; the prior's
+    # normalised density ranks actions across states better (uniform actions: AUROC 0.957
+    # vs 0.948) but cannot see an unfamiliar state (noisy states 1.0 std: 0.858 vs 0.972).
+    # Their sum keeps both (docs/design-notes.md, "The OOD score").
+    prior_weight: float = Field(
+        0.5, ge=0.0, le=100.0,
+        description="w: OOD score = -f(s, a) + c * (-log pi_beta(a|s)), c = w * std(-f) / std(-log pi_beta) on training pairs; 0 = the contrastive detector alone.")
     false_alarm_rate: float = Field(0.01, gt=0.0, lt=1.0, description="alpha_fa: target false-alarm rate of the split-conformal threshold.")
     calib_stride: int = Field(5, ge=1, le=1000, description="Use every k-th calibration step (against autocorrelation; REFERENCES: 5-10).")
 

@@ -101,6 +101,7 @@ class GatedController(nn.Module):
         self.use_cost, self.use_ood, self.gate_enabled = use_cost, use_ood, gate_enabled
         self.use_prior = bool(gate.prior_candidates)
         self.prior_weight = float(gate.prior_weight)
+        self.ood_prior_scale = float(model.ood_prior_scale)  # the OOD score's prior term (model.ood_score)
         self.use_safe = bool(gate.safe_candidate)
         self.fallback_safe = gate.fallback == "safe_action"
         self.has_cost = model.critic.has_cost
@@ -144,15 +145,21 @@ class GatedController(nn.Module):
         q_task, cost_logits = self.critic.from_pairs(pairs, k, b)
         q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
         score = q_r
+        if self.prior_weight > 0.0 or self.ood_prior_scale > 0.0:
+            log_prior = self.prior.log_density(log_w, prior_mean, prior_log_std, cands)
+        else:
+            log_prior = torch.zeros_like(q_r)
         if self.prior_weight > 0.0:
             # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta.
-            score = q_r + self.prior_weight * self.prior.log_density(log_w, prior_mean, prior_log_std, cands)
+            score = q_r + self.prior_weight * log_prior
         if cost_logits is not None:
             # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
         else:
             q_c = torch.zeros_like(q_r)
         ood = self.detector.score_of_pairs(pairs).view(k, b)
+        if self.ood_prior_scale > 0.0:
+            ood = ood - self.ood_prior_scale * log_prior  # as model.ood_score, from the density computed above
 
         if self.gate_enabled:
             if self.use_cost and self.use_ood:

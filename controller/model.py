@@ -66,6 +66,8 @@ class SafeCriticModel(nn.Module):
         # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
         self.register_buffer("ood_spread", torch.tensor(1.0))
+        # c in OOD score = -f(s, a) + c * (-log pi_beta(a|s)); set with the threshold (0: contrastive alone).
+        self.register_buffer("ood_prior_scale", torch.tensor(0.0))
         cost_members = c.accident.members if c.accident.enabled else 0
         self.critic = QEnsemble(
             o, a, c.hidden, c.task.members, cost_members, c.shared_trunk, c.layer_norm, spec.cost_q_max
@@ -87,6 +89,21 @@ class SafeCriticModel(nn.Module):
         k = p.constraints
         self.cost_multiplier = DualVariable(k.cost_init, k.cost_lr, k.cost_max)  # lambda_C
         self.kl_multiplier = DualVariable(k.kl_init, k.kl_lr, k.kl_max)  # beta
+
+    def ood_score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """The OOD score the gate thresholds (higher: further from the data); obs [..., B, D], act [..., B, A]."""
+        score = self.detector.score(obs, act)
+        if float(self.ood_prior_scale) > 0.0:
+            score = score - self.ood_prior_scale * self.prior.log_prob(obs, act)
+        return score
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Runs trained before the prior term in the OOD score have no `ood_prior_scale`:
+        their threshold was calibrated on the contrastive score alone, which scale 0 reproduces."""
+        if "ood_prior_scale" not in state_dict:
+            state_dict = dict(state_dict)
+            state_dict["ood_prior_scale"] = torch.tensor(0.0)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def featurize(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations [B, obs_dim] -> [B, feature_dim] (observation + derived features)."""

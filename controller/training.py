@@ -120,17 +120,36 @@ def accident_ranking(model: SafeCriticModel, transitions, horizon: int) -> dict[
     return accident_auroc(q_cost, transitions, horizon)
 
 
+def fit_ood_prior_scale(model: SafeCriticModel, data: OfflineData, weight: float, pairs: int = 20000) -> float:
+    """c = w * std(-f) / std(-log pi_beta) on *training* pairs: the two terms on one scale.
+
+    Fitted on training data, not the calibration episodes, so that the score is fixed
+    before the split-conformal threshold sees them (exchangeability, REFERENCES: conformal).
+    """
+    if weight <= 0.0:
+        return 0.0
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:pairs]
+    with torch.no_grad():
+        obs, act = model.normalize_obs(data.train.obs[idx]), model.to_unit_action(data.train.act[idx])
+        contrastive = model.detector.score(obs, act)
+        prior_nll = -model.prior.log_prob(obs, act)
+    return weight * float(contrastive.std()) / max(float(prior_nll.std()), 1e-6)
+
+
 def calibrate_detector(model: SafeCriticModel, data: OfflineData, config: Config) -> dict[str, float]:
-    """Split-conformal threshold tau on held-out calibration episodes."""
+    """The OOD score's prior weight, then its split-conformal threshold tau on held-out calibration episodes."""
+    scale = fit_ood_prior_scale(model, data, config.critics.ood.prior_weight)
+    model.ood_prior_scale.fill_(scale)
     obs, act = calibration_pairs(model, data, config.critics.ood.calib_stride)
     with torch.no_grad():
-        scores = model.detector.score(obs, act)
+        scores = model.ood_score(obs, act)
     alpha = config.critics.ood.false_alarm_rate
     tau = conformal_threshold(scores, alpha)
     q25, q75 = torch.quantile(scores, torch.tensor([0.25, 0.75])).tolist()
     model.ood_tau.fill_(tau)
     model.ood_spread.fill_(max(q75 - q25, 1e-3))
-    return {"ood_tau": tau, "ood_calib_n": int(scores.numel()), "ood_alpha": alpha, "ood_spread": float(model.ood_spread)}
+    return {"ood_tau": tau, "ood_calib_n": int(scores.numel()), "ood_alpha": alpha, "ood_spread": float(model.ood_spread),
+            "ood_prior_scale": scale}
 
 
 @dataclass

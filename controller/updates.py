@@ -147,7 +147,7 @@ def critic_step(
         log_weight = None
         if curriculum:
             # Contrastive curriculum: push down only what the detector calls OOD.
-            score = model.detector.score(batch.obs.unsqueeze(0), sampled.actions)
+            score = model.ood_score(batch.obs.unsqueeze(0), sampled.actions)
             spread = model.ood_spread * c.task.curriculum_temperature
             log_weight = F.logsigmoid((score - model.ood_tau) / spread)
             out["curriculum_weight"] = log_weight.exp().mean()

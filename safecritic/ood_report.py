@@ -3,8 +3,8 @@
 In-distribution: (s, a) pairs of the run's *test* episodes (neither trained nor
 calibrated on). OOD sets: uniform actions, data actions perturbed at sigma x the action
 range, a behaviour left out of the data, noisy states, and states from rollouts with
-shifted dynamics. Each detector (the contrastive one, Q-ensemble disagreement,
-Mahalanobis distance) is scored by AUROC (positive class: OOD) and by its false-alarm
+shifted dynamics. Each detector (the gate's score, its contrastive and prior-density
+parts alone, Q-ensemble disagreement, Mahalanobis distance) is scored by AUROC (positive class: OOD) and by its false-alarm
 and detection rates at its own split-conformal threshold from the calibration episodes.
 """
 
@@ -35,6 +35,7 @@ STATE_NOISE = (0.3, 1.0)  # state noise std in units of each observation entry's
 # Shifted dynamics: a lighter agent on a slicker floor (faster, overshooting).
 SHIFT = FaultsConfig(mass_scale=0.5, damping_scale=0.3)
 ROLLOUT_EPISODES = 40
+GATE_SCORE = "gate score"  # model.ood_score: contrastive + critics.ood.prior_weight x prior NLL
 ROLLOUT_SEED = 777
 
 
@@ -97,14 +98,17 @@ def ood_report(run_dir: Path, out_dir: Path | None = None, progress: Callable[[s
         sets, notes = build_sets(config, model, data, stride)
         train_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:20000]
         maha = Mahalanobis(model.normalize_obs(data.train.obs[train_idx]), model.to_unit_action(data.train.act[train_idx]))
+        # The gate's score, then its two parts alone, then the two baselines.
         methods: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-            "contrastive": lambda o, a: model.detector.score(o, a),
+            GATE_SCORE: lambda o, a: model.ood_score(o, a),
+            "contrastive only": lambda o, a: model.detector.score(o, a),
+            "prior nll only": lambda o, a: -model.prior.log_prob(o, a),
             "q_disagreement": lambda o, a: q_disagreement(model.critic, o, a),
             "mahalanobis": lambda o, a: maha(o, a),
         }
         cal_obs, cal_act = calibration_pairs(model, data, stride)
         thresholds = {name: conformal_threshold(fn(cal_obs, cal_act), alpha) for name, fn in methods.items()}
-        thresholds["contrastive"] = float(model.ood_tau)  # the run's own, as the gate uses it
+        thresholds[GATE_SCORE] = float(model.ood_tau)  # the run's own, as the gate uses it
         id_name = next(iter(sets))
         scores = {name: {s: fn(*pairs) for s, pairs in sets.items()} for name, fn in methods.items()}
     rows: list[dict[str, Any]] = []
@@ -118,6 +122,7 @@ def ood_report(run_dir: Path, out_dir: Path | None = None, progress: Callable[[s
                 row["fpr_at_95tpr"] = fpr_at_tpr(ref.numpy(), s.numpy(), 0.95)
             rows.append(row)
     report = {"run_dir": str(run_dir), "alpha_fa": alpha, "stride": stride, "positive_class": "OOD",
+              "ood_prior_scale": float(model.ood_prior_scale),
               "in_distribution": id_name, "rows": rows, "notes": notes}
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "ood_report"
     atomic_write_text(out_dir / "ood_report.json", json.dumps(report, indent=2))
@@ -135,7 +140,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# OOD detection report", "",
         f"Run: `{report['run_dir']}`. In-distribution: {report['in_distribution']}. Positive class: OOD. "
         f"Thresholds: split conformal on the calibration episodes at alpha_fa = {report['alpha_fa']} "
-        "(the contrastive detector's is the run's own). 'alarms' = fraction of the set above the threshold: "
+        f"(the gate score's is the run's own; gate score = contrastive + {report['ood_prior_scale']:.3g} x prior NLL). 'alarms' = fraction of the set above the threshold: "
         "the false-alarm rate on the in-distribution row, the detection rate elsewhere.", "",
         head, "|" + "---|" * (2 + 2 * len(methods)),
     ]

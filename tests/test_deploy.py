@@ -216,6 +216,19 @@ def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observation
     assert parity(ctrl, scripted, observations) <= 1e-5
 
 
+def test_gate_ood_score_is_the_models_with_the_prior_term(smoke_run, observations):
+    """The gate thresholds model.ood_score (contrastive + c x prior NLL), the score tau was calibrated on."""
+    config, model, _ = load_trained(smoke_run)
+    assert float(model.ood_prior_scale) > 0.0  # the default critics.ood.prior_weight is on
+    ctrl = GatedController(model, config.gate)
+    _, rec = ctrl(observations)
+    x = model.normalize_obs(observations)
+    proposal = ctrl.candidates(x)[0]  # the policy's mean: the record's last column scores it
+    expected = model.ood_score(x, proposal)
+    torch.testing.assert_close(rec[:, 5], expected, atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(expected, model.detector.score(x, proposal))  # the prior term counts
+
+
 def test_clopper_pearson_bounds():
     low, high = clopper_pearson(0, 200)
     assert low == 0.0 and math.isclose(high, 1 - 0.05 ** (1 / 200), rel_tol=1e-6)

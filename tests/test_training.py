@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from safecritic.configs import RunError, load_config
-from safecritic.controller.training import Trainer, TrainingDiverged, load_checkpoint, load_trained
+from safecritic.controller.model import ModelSpec, SafeCriticModel
+from safecritic.controller.training import Trainer, TrainingDiverged, fit_ood_prior_scale, load_checkpoint, load_trained
 from safecritic.envs.dataset import load_offline_data
 from safecritic.pipeline import check_run_dir, train
 
@@ -60,6 +61,31 @@ def test_detector_threshold_is_calibrated(trained_smoke):
     run_dir, summary = trained_smoke
     _, model, _ = load_trained(run_dir)
     assert torch.isfinite(model.ood_tau) and float(model.ood_tau) == pytest.approx(summary["calibration"]["ood_tau"])
+
+
+def test_runs_from_before_the_prior_term_load_with_the_contrastive_score(trained_smoke):
+    """A checkpoint without ood_prior_scale had tau calibrated on the contrastive score alone: scale 0 keeps it so."""
+    run_dir, _ = trained_smoke
+    config, model, state = load_trained(run_dir)
+    old = {k: v for k, v in state["model"].items() if k != "ood_prior_scale"}
+    fresh = SafeCriticModel(config, ModelSpec.from_dict(state["spec"]))
+    fresh.load_state_dict(old)
+    assert float(fresh.ood_prior_scale) == 0.0
+    obs = model.normalize_obs(load_offline_data(config.data).test.obs[:64])
+    act = torch.zeros(64, model.spec.act_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.ood_score(obs, act), fresh.detector.score(obs, act))
+
+
+def test_ood_prior_scale_is_fitted_on_training_pairs_not_calibration(trained_smoke):
+    """The score is fixed before the conformal threshold sees the calibration episodes."""
+    run_dir, summary = trained_smoke
+    config, model, _ = load_trained(run_dir)
+    data = load_offline_data(config.data)
+    scale = fit_ood_prior_scale(model, data, config.critics.ood.prior_weight)
+    assert scale > 0.0 and float(model.ood_prior_scale) == pytest.approx(scale, rel=1e-6)
+    assert summary["calibration"]["ood_prior_scale"] == pytest.approx(scale, rel=1e-6)
+    assert fit_ood_prior_scale(model, data, 0.0) == 0.0
 
 
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
