@@ -5,7 +5,8 @@
 Both arms train the task critic and its SAC actor only (accident critic, constraints and
 the twin actor off, so the "plain" arm is exactly plain CQL); the curriculum arm weights CQL's push-down of each
 sampled action by the OOD detector's probability that the action is OOD. Each trained
-actor is rolled out deterministically in MuJoCo on the same evaluation seeds.
+actor is rolled out deterministically in MuJoCo on the same evaluation seeds, and so is
+BC (the behaviour prior's mode) of each seed's run: baselines paired seed by seed.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from common import machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.evaluation import evaluate_run  # noqa: E402
-from safecritic.pipeline import train  # noqa: E402
+from safecritic.pipeline import POST_TRAINING_SECTIONS, check_run_dir, train  # noqa: E402
 
 ARMS = {"plain CQL": "none", "contrastive curriculum": "ood_weighted"}
+BC_ROW = "BC (the same runs' prior)"
 
 
 def main() -> None:
@@ -33,7 +35,11 @@ def main() -> None:
     parser.add_argument("-c", "--config", type=Path, default=None, help="base config (default: packaged PointNav)")
     parser.add_argument("-o", "--override", action="append", default=[], help="extra overrides for both arms")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="which arms to train (default both); e.g. --arms 'plain CQL' for the baseline alone")
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep finished runs in --runs whose config matches (resumed, not retrained)")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench/curriculum"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/curriculum.json"))
     parser.add_argument("--markdown", type=Path, default=None)
@@ -41,24 +47,36 @@ def main() -> None:
 
     results = []
     for seed in args.seeds:
-        for arm, mode in ARMS.items():
+        for arm in args.arms:
+            mode = ARMS[arm]
             overrides = [*args.override, f"run.seed={seed}", f"critics.task.curriculum={mode}",
                          "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false"]
             config = load_config(args.config, overrides)
             run_dir = args.runs / f"{mode}-s{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
+            reuse = args.reuse and (run_dir / "config.yaml").is_file()
+            if not reuse:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            if reuse:
+                # The training sections must match; gate/deploy do not matter to this bench.
+                check_run_dir(run_dir, config, resume=True, ignore=POST_TRAINING_SECTIONS)
+                config = load_config(run_dir / "config.yaml")
             start = time.perf_counter()
-            summary = train(config, run_dir)
+            summary = train(config, run_dir, resume=reuse)
             seconds = time.perf_counter() - start
-            report = evaluate_run(run_dir, "actor", [config.env.id], args.episodes, seed=1000)
-            s = report["results"][config.env.id]
-            s.update(arm=arm, seed=seed, train_seconds=seconds, updates_per_s=summary["critic_updates_per_s"])
-            results.append(s)
-            print(f"{arm:<24} seed {seed}: return {s['mean_return']:.2f}, success {s['success_rate']:.1%}, "
-                  f"accidents {s['accident_rate']:.1%} ({seconds:.0f} s)", flush=True)
+            policies = [(arm, "actor")]
+            if arm == args.arms[0]:
+                # The prior (BC) does not depend on the arm: evaluate it once per seed, on the same episodes.
+                policies.append((BC_ROW, "bc"))
+            for name, which in policies:
+                report = evaluate_run(run_dir, which, [config.env.id], args.episodes, seed=1000)
+                s = report["results"][config.env.id]
+                s.update(arm=name, seed=seed, train_seconds=seconds, updates_per_s=summary["critic_updates_per_s"])
+                results.append(s)
+                print(f"{name:<24} seed {seed}: return {s['mean_return']:.2f}, success {s['success_rate']:.1%}, "
+                      f"accidents {s['accident_rate']:.1%} ({seconds:.0f} s)", flush=True)
 
     rows = []
-    for arm in ARMS:
+    for arm in [*args.arms, BC_ROW]:
         rs = [r for r in results if r["arm"] == arm]
         ret = np.array([r["mean_return"] for r in rs])
         acc = np.array([r["accident_rate"] for r in rs])
@@ -71,9 +89,11 @@ def main() -> None:
     print(table)
     if args.markdown:
         command = "python bench/curriculum.py --seeds " + " ".join(map(str, args.seeds)) + f" --episodes {args.episodes}"
+        if args.arms != list(ARMS):
+            command += " --arms " + " ".join(f"'{a}'" for a in args.arms)
         command += "".join(f" -o {o}" for o in args.override) + f" --markdown {args.markdown}"
         args.markdown.write_text(
-            "# Contrastive curriculum vs plain CQL\n\n" + (__doc__ or "").split("\n\n", 2)[2].strip() + "\n\n"
+            ("# Contrastive curriculum vs plain CQL" if len(args.arms) > 1 else f"# {args.arms[0]} alone") + "\n\n" + (__doc__ or "").split("\n\n", 2)[2].strip() + "\n\n"
             + f"{args.episodes} evaluation episodes per seed (MuJoCo).\n\n{table}\n\nProduced by:\n\n```\n{command}\n```\n"
         )
 
