@@ -6,7 +6,9 @@
 Each file is loaded as a robot would (torch.jit.load, one thread) and called on real
 observations from the run's held-out episodes, one at a time; the numbers are the
 wall-clock time per call through our runtime (numpy in, numpy out) and, for all three,
-per bare module call (torch in, torch out).
+per bare module call (torch in, torch out). The controllers are timed in alternating
+blocks of 100 calls (the first 10 of each block not counted), so that the gated/floor
+ratio compares like with like: the same machine noise, each with its weights in cache.
 """
 
 from __future__ import annotations
@@ -28,21 +30,28 @@ from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.pipeline import export  # noqa: E402
 
 
-def percentiles(fn, inputs, calls: int, warmup: int = 300) -> dict:
-    times = np.empty(calls)
+def interleaved_percentiles(fns: dict, inputs: list, calls: int, block: int = 100, warm: int = 10) -> dict[str, dict]:
+    """p50/p99 per function, timed in alternating blocks: `block` calls of one function,
+    then of the next, and so on until each has `calls` timed calls. All of them meet the
+    same machine noise (a ratio of p99s timed one after the other mostly measures which
+    one met the noisier minute), while each block runs with its own weights in cache as a
+    robot's loop would: the first `warm` calls of every block are not counted."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    i = 0
     with torch.inference_mode():  # as the runtime and a robot call it: no autograd bookkeeping
-        _time_calls(fn, inputs, np.empty(warmup))
-        _time_calls(fn, inputs, times)
-    return {"p50_us": float(np.percentile(times, 50)), "p99_us": float(np.percentile(times, 99)),
-            "mean_us": float(times.mean()), "calls": calls}
-
-
-def _time_calls(fn, inputs, times: np.ndarray) -> None:
-    for i in range(len(times)):
-        x = inputs[i % len(inputs)]
-        start = time.perf_counter_ns()
-        fn(x)
-        times[i] = (time.perf_counter_ns() - start) / 1000.0
+        while any(len(t) < calls for t in times.values()):
+            for name in names:
+                fn = fns[name]
+                for j in range(warm + block):
+                    x = inputs[(i + j) % len(inputs)]
+                    start = time.perf_counter_ns()
+                    fn(x)
+                    if j >= warm:
+                        times[name].append((time.perf_counter_ns() - start) / 1000.0)
+            i += block
+    return {name: {"p50_us": float(np.percentile(t[:calls], 50)), "p99_us": float(np.percentile(t[:calls], 99)),
+                   "mean_us": float(np.mean(t[:calls])), "calls": calls} for name, t in times.items()}
 
 
 def main() -> None:
@@ -59,18 +68,15 @@ def main() -> None:
     if not (artifacts["gated controller"] / "controller.pt").is_file():
         export(args.run_dir, artifacts["gated controller"])
     export(args.run_dir, artifacts["bare actor (floor)"], "bare_actor")
-    rows = {}
-    for name, folder in artifacts.items():
-        controller = load(folder, threads=1)
-        module = controller.module
-        tensors = [torch.from_numpy(o).unsqueeze(0) for o in obs]
-        rows[name] = {"runtime": percentiles(controller.act, list(obs), args.calls),
-                      "module": percentiles(lambda x: module(x), tensors, args.calls)}
+    controllers = {name: load(folder, threads=1) for name, folder in artifacts.items()}
+    modules = {name: c.module for name, c in controllers.items()}
     if args.d3rlpy_policy.is_file():
-        policy = torch.jit.load(str(args.d3rlpy_policy))
-        tensors = [torch.from_numpy(o).unsqueeze(0) for o in obs]
-        with torch.no_grad():
-            rows["d3rlpy save_policy"] = {"runtime": None, "module": percentiles(lambda x: policy(x), tensors, args.calls)}
+        modules["d3rlpy save_policy"] = torch.jit.load(str(args.d3rlpy_policy))
+    # Through our runtime (numpy in and out), then the bare modules (torch in and out).
+    runtime = interleaved_percentiles({n: c.act for n, c in controllers.items()}, list(obs), args.calls)
+    tensors = [torch.from_numpy(o).unsqueeze(0) for o in obs]
+    module = interleaved_percentiles(modules, tensors, args.calls)
+    rows = {name: {"runtime": runtime.get(name), "module": module[name]} for name in modules}
     floor = rows["bare actor (floor)"]["runtime"]["p99_us"]
     gated = rows["gated controller"]["runtime"]["p99_us"]
     table = markdown_table(

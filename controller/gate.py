@@ -133,8 +133,8 @@ class GatedController(nn.Module):
         # One pass of the prior serves its candidates and its density (prior_weight).
         if self.fused:
             out = self.policy_pass(x)  # [2, B, width]: actor, prior
-            actor_out = self.actor.from_output(out[0, :, : self.actor_width])
-            log_w, prior_mean, prior_log_std = self.prior.params_from_output(out[1, :, : self.prior_width])
+            actor_out = self.actor.from_output(out[0].narrow(-1, 0, self.actor_width))
+            log_w, prior_mean, prior_log_std = self.prior.params_from_output(out[1].narrow(-1, 0, self.prior_width))
         else:
             actor_out = self.actor(x)
             log_w, prior_mean, prior_log_std = self.prior.params(x)
@@ -150,8 +150,8 @@ class GatedController(nn.Module):
         else:
             log_prior = torch.zeros_like(q_r)
         if self.prior_weight > 0.0:
-            # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta.
-            score = q_r + self.prior_weight * log_prior
+            # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta (one fused op).
+            score = torch.add(q_r, log_prior, alpha=self.prior_weight)
         if cost_logits is not None:
             # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
@@ -159,7 +159,8 @@ class GatedController(nn.Module):
             q_c = torch.zeros_like(q_r)
         ood = self.detector.score_of_pairs(pairs).view(k, b)
         if self.ood_prior_scale > 0.0:
-            ood = ood - self.ood_prior_scale * log_prior  # as model.ood_score, from the density computed above
+            # As model.ood_score, from the density computed above (one fused op).
+            ood = torch.add(ood, log_prior, alpha=-self.ood_prior_scale)
 
         if self.gate_enabled:
             if self.use_cost and self.use_ood:
@@ -192,7 +193,8 @@ class GatedController(nn.Module):
 
         chosen = torch.gather(cands, 0, idx.view(1, b, 1).expand(1, b, cands.shape[2])).squeeze(0)
         action = self.act_mid + chosen * self.act_half
-        if self.gate_enabled and self.fallback_safe:
+        if self.gate_enabled and self.fallback_safe and not self.use_safe:
+            # With the safe candidate, the fallback index already chose it (to within rounding).
             action = torch.where(any_ok.unsqueeze(1), action, self.safe_action)
         action = torch.clamp(action, self.act_low, self.act_high)
 
