@@ -142,6 +142,9 @@ class TaskCriticConfig(StrictModel):
         "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
     )
     curriculum_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softness of the OOD weight, in units of the calibration scores' spread.")
+    uniform_rows_only: bool = Field(
+        False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
+        "accident approaches oversampled for Q_C (critics.accident.oversample).")
 
 
 class AccidentCriticConfig(StrictModel):

@@ -156,9 +156,16 @@ def critic_step(
     with autocast(bf16):
         q_task, cost_logits = critic(batch.obs, actions)
     q_data = q_task[:, 0]
-    gap = cql_gap(q_data, q_task[:, 1:], sampled.log_density, log_weight)
+    if c.task.uniform_rows_only and batch.uniform_rows is not None and batch.uniform_rows < b:
+        # Q_R sees the data as it is; only Q_C is fitted on the oversampled accident approaches.
+        u = batch.uniform_rows
+        gap = cql_gap(q_data[:, :u], q_task[:, 1:, :u], sampled.log_density[:, :u],
+                      log_weight[:, :u] if log_weight is not None else None)
+        loss_task = bellman_loss(q_data[:, :u], y_task[:u])
+    else:
+        gap = cql_gap(q_data, q_task[:, 1:], sampled.log_density, log_weight)
+        loss_task = bellman_loss(q_data, y_task)
     alpha = model.cql_alpha.get()
-    loss_task = bellman_loss(q_data, y_task)
     loss = loss_task + alpha * gap.sum()
     out.update(q_task_loss=loss_task.detach(), cql_gap=gap.mean().detach(), cql_alpha=alpha.clone(),
                q_task_data=q_data.mean().detach(), q_task_target=y_task.mean())

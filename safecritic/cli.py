@@ -94,7 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     rate = summary["critic_updates_per_s"]
     print(f"speed     {rate:.1f} critic+actor updates/s" if rate else "speed     n/a")
-    print(f"ood       tau = {cal.get('ood_tau', float('nan')):.4g} (alpha_fa = {cal.get('ood_alpha')}, n = {cal.get('ood_calib_n')})")
+    print(f"ood       tau = {cal.get('ood_tau', float('nan')):.4g} (alpha_fa = {cal.get('ood_alpha')}, n = {cal.get('ood_calib_n')}; "
+          f"score = contrastive + {cal.get('ood_prior_scale', 0.0):.3g} x prior NLL)")
     if "accident_auroc" in cal:
         print(f"accident  Q_C ranks 'accident within {config.critics.accident.oversample_horizon} steps' on calibration "
               f"episodes with AUROC {cal['accident_auroc']:.3f} ({cal['accident_positives']} positive steps)")
@@ -327,12 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "ood-report",
-        help="AUROC and false alarms of the OOD detector and two baselines on held-out OOD sets",
+        help="AUROC and false alarms of the gate's OOD score, its parts and two baselines on held-out OOD sets",
         description=(
             "Score the run's held-out test episodes (in-distribution) against uniform actions, data actions "
             "perturbed at sigma in {0.05, 0.1, 0.2, 0.5} of the action range, a behaviour left out of the "
-            "data, noisy states and states from rollouts with shifted dynamics, with the contrastive "
-            "detector, Q-ensemble disagreement and Mahalanobis distance. Writes ood_report.json, "
+            "data, noisy states and states from rollouts with shifted dynamics, with the gate's OOD score "
+            "(contrastive detector + critics.ood.prior_weight x behaviour-prior NLL, at the run's own "
+            "threshold), each of its two parts alone, Q-ensemble disagreement and Mahalanobis distance. "
+            "Writes ood_report.json, "
             "ood_report.md and auroc_vs_sigma.png."
         ),
     )

@@ -88,6 +88,28 @@ def test_ood_prior_scale_is_fitted_on_training_pairs_not_calibration(trained_smo
     assert fit_ood_prior_scale(model, data, 0.0) == 0.0
 
 
+def test_task_critic_can_ignore_the_oversampled_rows():
+    """critics.task.uniform_rows_only: Q_R's loss does not see the accident approaches drawn for Q_C."""
+    from safecritic.controller.updates import Batch, critic_step
+
+    losses = {}
+    for only in (False, True):
+        config = load_config(SMOKE, [f"critics.task.uniform_rows_only={str(only).lower()}"])
+        model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+        g = torch.Generator().manual_seed(0)
+        obs, act = torch.randn(8, 12, generator=g), torch.rand(8, 2, generator=g) * 2 - 1
+        x = model.normalize_obs(obs)
+        for rew_rare in (0.0, 50.0):
+            rew = torch.zeros(8)
+            rew[6:] = rew_rare  # rows 6, 7: the oversampled ones
+            batch = Batch(x, act, rew, torch.zeros(8), x.flip(0), torch.zeros(8), uniform_rows=6)
+            opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+            out = critic_step(model, batch, opt, config, torch.Generator().manual_seed(1))
+            losses[(only, rew_rare)] = float(out["q_task_loss"])
+    assert losses[(True, 0.0)] == losses[(True, 50.0)]
+    assert losses[(False, 0.0)] != losses[(False, 50.0)]
+
+
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
