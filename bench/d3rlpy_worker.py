@@ -37,6 +37,7 @@ def main() -> None:
         batch_size=params["batch_size"], gamma=params["gamma"], tau=params["tau"], n_critics=params["critics"],
         initial_temperature=params["temperature"], initial_alpha=1.0, conservative_weight=params["alpha"],
         n_action_samples=params["samples"], observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+        soft_q_backup=False, max_q_backup=False,  # d3rlpy's defaults, named: Q(s', mean action), no entropy
     ).create(device="cpu:0")
     # What cql.fit() does before its loop: fit the scalers, then build the networks.
     from d3rlpy.algos.utility import build_scalers_with_transition_picker

@@ -50,7 +50,9 @@ def ours_overrides(hp: dict) -> list[str]:
         f"critics.tau={hp['tau']}", f"critics.lr={hp['critic_lr']}", f"policy.lr={hp['actor_lr']}",
         f"policy.temperature_lr={hp['temp_lr']}", f"policy.temperature_init={hp['temperature']}",
         f"critics.task.alpha={hp['alpha']}", f"critics.sampled_actions={hp['samples']}",
-        "critics.task.backup_entropy=true", f"run.threads={hp['threads']}", f"run.seed={hp['seed']}",
+        # d3rlpy's CQL backs up Q(s', tanh(mu(s'))) without entropy (soft_q_backup=False, its default).
+        "critics.task.backup_action=mean", "critics.task.backup_entropy=false",
+        f"run.threads={hp['threads']}", f"run.seed={hp['seed']}",
         "env.features=false",  # d3rlpy sees the raw observation; so do we here
     ]
 

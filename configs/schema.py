@@ -138,10 +138,21 @@ class TaskCriticConfig(StrictModel):
     target_gap: float = Field(5.0, description="Lagrangian mode: the CQL gap (logsumexp - data Q) the dual variable aims at.")
     alpha_lr: float = Field(1e-3, gt=0.0, le=10.0, description="Lagrangian mode: projected-ascent step of alpha.")
     backup_entropy: bool = Field(False, description="Subtract temperature * log pi in the backup (CORL's default: off).")
+    # d3rlpy's CQL (soft_q_backup=False, its default) backs up Q(s', tanh(mu(s'))) with no
+    # entropy term; CORL and the CQL paper's SAC backup take a sampled a' ~ pi(s').
+    backup_action: Literal["sample", "mean"] = Field(
+        "sample", description="Next action of Q_R's backup: a' ~ pi(s') ('sample') or the policy's mean ('mean', d3rlpy's default).")
     curriculum: Literal["none", "ood_weighted"] = Field(
         "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
     )
     curriculum_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softness of the OOD weight, in units of the calibration scores' spread.")
+
+    @model_validator(mode="after")
+    def _entropy_backup_needs_a_sample(self) -> "TaskCriticConfig":
+        if self.backup_entropy and self.backup_action == "mean":
+            raise ValueError("critics.task.backup_entropy needs backup_action 'sample' (log pi of a sampled a'); "
+                             "set one of them differently")
+        return self
     uniform_rows_only: bool = Field(
         False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
         "accident approaches oversampled for Q_C (critics.accident.oversample).")

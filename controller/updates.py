@@ -121,11 +121,11 @@ def critic_step(
         mean_next, log_std_next = model.actor(batch.next_obs)  # one forward: samples and the mean
         pi_next = model.actor.sample_from(mean_next, log_std_next, n, g)
         safest = has_cost and c.accident.backup == "safest"
-        # Next actions for the targets: pi's first sample (Q_R's backup; Q_C's with backup
-        # 'actor'), plus, for backup 'safest', a small deterministic subset of the gate's
+        # Next actions for the targets: pi's first sample, or its mean under backup_action
+        # 'mean' (Q_R's backup; Q_C's with backup 'actor'), plus, for backup 'safest', a small deterministic subset of the gate's
         # candidates at s' (actor mean, prior modes, safe action). Deterministic and few on
         # purpose: a minimum over many noisy samples drifts optimistic as training goes on.
-        next_actions = pi_next[0][:1]
+        next_actions = pi_next[0][:1] if c.task.backup_action == "sample" else torch.tanh(mean_next).unsqueeze(0)
         if safest:
             backup = [torch.tanh(mean_next).unsqueeze(0),
                       model.prior.candidates(batch.next_obs).transpose(0, 1)]

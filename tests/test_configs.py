@@ -47,6 +47,13 @@ def test_out_of_range_names_field_value_and_limit():
     assert "data.episodes = -3" in text and "greater than or equal to 1" in text
 
 
+def test_entropy_backup_with_the_mean_action_is_refused():
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, ["critics.task.backup_entropy=true", "critics.task.backup_action=mean"])
+    assert "backup_entropy" in str(err.value) and "backup_action" in str(err.value)
+    assert load_config(SMOKE, ["critics.task.backup_action=mean"]).critics.task.backup_action == "mean"
+
+
 def test_several_errors_reported_at_once():
     with pytest.raises(ConfigError) as err:
         load_config(SMOKE, ["data.episodes=0", "run.threads=0"])

@@ -110,6 +110,23 @@ def test_task_critic_can_ignore_the_oversampled_rows():
     assert losses[(False, 0.0)] != losses[(False, 50.0)]
 
 
+def test_mean_action_backup_does_not_depend_on_the_sample():
+    """critics.task.backup_action=mean (d3rlpy's default): Q_R's target uses tanh(mu(s')), no random a'."""
+    from safecritic.controller.updates import Batch, critic_step
+
+    targets = {}
+    for action in ("sample", "mean"):
+        config = load_config(SMOKE, [f"critics.task.backup_action={action}"])
+        model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+        x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
+        batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8))
+        opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+        targets[action] = [float(critic_step(model, batch, opt, config, torch.Generator().manual_seed(s))["q_task_target"])
+                           for s in (1, 2)]
+    assert targets["mean"][0] == targets["mean"][1]
+    assert targets["sample"][0] != targets["sample"][1]
+
+
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
