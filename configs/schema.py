@@ -146,6 +146,9 @@ class TaskCriticConfig(StrictModel):
         "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
     )
     curriculum_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softness of the OOD weight, in units of the calibration scores' spread.")
+    uniform_rows_only: bool = Field(
+        False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
+        "accident approaches oversampled for Q_C (critics.accident.oversample).")
 
     @model_validator(mode="after")
     def _entropy_backup_needs_a_sample(self) -> "TaskCriticConfig":
@@ -153,9 +156,6 @@ class TaskCriticConfig(StrictModel):
             raise ValueError("critics.task.backup_entropy needs backup_action 'sample' (log pi of a sampled a'); "
                              "set one of them differently")
         return self
-    uniform_rows_only: bool = Field(
-        False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
-        "accident approaches oversampled for Q_C (critics.accident.oversample).")
 
 
 class AccidentCriticConfig(StrictModel):

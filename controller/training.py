@@ -120,6 +120,14 @@ def accident_ranking(model: SafeCriticModel, transitions, horizon: int) -> dict[
     return accident_auroc(q_cost, transitions, horizon)
 
 
+def training_pairs(model: SafeCriticModel, data: OfflineData, n: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random sample of n training transitions (seed 0), normalised: for statistics
+    fitted on training data (the OOD score's scale, the Mahalanobis baseline)."""
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:n]
+    with torch.no_grad():
+        return model.normalize_obs(data.train.obs[idx]), model.to_unit_action(data.train.act[idx])
+
+
 def fit_ood_prior_scale(model: SafeCriticModel, data: OfflineData, weight: float, pairs: int = 20000) -> float:
     """c = w * std(-f) / std(-log pi_beta) on *training* pairs: the two terms on one scale.
 
@@ -128,9 +136,8 @@ def fit_ood_prior_scale(model: SafeCriticModel, data: OfflineData, weight: float
     """
     if weight <= 0.0:
         return 0.0
-    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:pairs]
+    obs, act = training_pairs(model, data, pairs)
     with torch.no_grad():
-        obs, act = model.normalize_obs(data.train.obs[idx]), model.to_unit_action(data.train.act[idx])
         contrastive = model.detector.score(obs, act)
         prior_nll = -model.prior.log_prob(obs, act)
     return weight * float(contrastive.std()) / max(float(prior_nll.std()), 1e-6)

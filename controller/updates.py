@@ -122,8 +122,9 @@ def critic_step(
         pi_next = model.actor.sample_from(mean_next, log_std_next, n, g)
         safest = has_cost and c.accident.backup == "safest"
         # Next actions for the targets: pi's first sample, or its mean under backup_action
-        # 'mean' (Q_R's backup; Q_C's with backup 'actor'), plus, for backup 'safest', a small deterministic subset of the gate's
-        # candidates at s' (actor mean, prior modes, safe action). Deterministic and few on
+        # 'mean' (Q_R's backup; Q_C's with backup 'actor'), plus, for backup 'safest', a
+        # small deterministic subset of the gate's candidates at s' (actor mean, prior
+        # modes, safe action). Deterministic and few on
         # purpose: a minimum over many noisy samples drifts optimistic as training goes on.
         next_actions = pi_next[0][:1] if c.task.backup_action == "sample" else torch.tanh(mean_next).unsqueeze(0)
         if safest:

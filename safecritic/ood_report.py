@@ -4,8 +4,9 @@ In-distribution: (s, a) pairs of the run's *test* episodes (neither trained nor
 calibrated on). OOD sets: uniform actions, data actions perturbed at sigma x the action
 range, a behaviour left out of the data, noisy states, and states from rollouts with
 shifted dynamics. Each detector (the gate's score, its contrastive and prior-density
-parts alone, Q-ensemble disagreement, Mahalanobis distance) is scored by AUROC (positive class: OOD) and by its false-alarm
-and detection rates at its own split-conformal threshold from the calibration episodes.
+parts alone, Q-ensemble disagreement, Mahalanobis distance) is scored by AUROC
+(positive class: OOD) and by its false-alarm and detection rates at its own
+split-conformal threshold from the calibration episodes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from safecritic.configs.errors import RunError
 from safecritic.configs.fileio import atomic_write_text
 from safecritic.configs.schema import Config, FaultsConfig
 from safecritic.controller.model import SafeCriticModel
-from safecritic.controller.training import calibration_pairs, load_trained
+from safecritic.controller.training import calibration_pairs, load_trained, training_pairs
 from safecritic.critics.baselines import Mahalanobis, q_disagreement
 from safecritic.critics.conformal import conformal_threshold, false_alarm_rate
 from safecritic.critics.metrics import auroc, fpr_at_tpr
@@ -35,8 +36,8 @@ STATE_NOISE = (0.3, 1.0)  # state noise std in units of each observation entry's
 # Shifted dynamics: a lighter agent on a slicker floor (faster, overshooting).
 SHIFT = FaultsConfig(mass_scale=0.5, damping_scale=0.3)
 ROLLOUT_EPISODES = 40
-GATE_SCORE = "gate score"  # model.ood_score: contrastive + critics.ood.prior_weight x prior NLL
 ROLLOUT_SEED = 777
+GATE_SCORE = "gate score"  # model.ood_score: contrastive + critics.ood.prior_weight x prior NLL
 
 
 def _behaviour_pairs(env_id: str, names: list[str], faults: FaultsConfig | None, episodes: int, stride: int):
@@ -96,8 +97,7 @@ def ood_report(run_dir: Path, out_dir: Path | None = None, progress: Callable[[s
     alpha = config.critics.ood.false_alarm_rate
     with torch.no_grad():
         sets, notes = build_sets(config, model, data, stride)
-        train_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:20000]
-        maha = Mahalanobis(model.normalize_obs(data.train.obs[train_idx]), model.to_unit_action(data.train.act[train_idx]))
+        maha = Mahalanobis(*training_pairs(model, data))
         # The gate's score, then its two parts alone, then the two baselines.
         methods: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
             GATE_SCORE: lambda o, a: model.ood_score(o, a),
