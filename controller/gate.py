@@ -22,6 +22,7 @@ from torch import nn
 from safecritic.configs.schema import GateConfig
 from safecritic.controller.model import SafeCriticModel
 from safecritic.controller.policies import MixturePrior, TanhGaussianActor, fused_policy_pass
+from safecritic.critics.ood import with_prior_term
 from safecritic.critics.q_ensemble import pair_inputs
 
 # The gate writes codes 0/1 as (chosen index != 0): keep policy = 0 and candidate = 1.
@@ -159,8 +160,7 @@ class GatedController(nn.Module):
             q_c = torch.zeros_like(q_r)
         ood = self.detector.score_of_pairs(pairs).view(k, b)
         if self.ood_prior_scale > 0.0:
-            # As model.ood_score, from the density computed above (one fused op).
-            ood = torch.add(ood, log_prior, alpha=-self.ood_prior_scale)
+            ood = with_prior_term(ood, log_prior, self.ood_prior_scale)  # model.ood_score, density reused
 
         if self.gate_enabled:
             if self.use_cost and self.use_ood:

@@ -11,7 +11,7 @@ from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixturePrior, TanhGaussianActor
 from safecritic.critics.duals import DualVariable
 from safecritic.critics.networks import Normalizer
-from safecritic.critics.ood import OODDetector
+from safecritic.critics.ood import OODDetector, with_prior_term
 from safecritic.critics.q_ensemble import QEnsemble
 from safecritic.envs.features import featurizer_for
 
@@ -93,9 +93,8 @@ class SafeCriticModel(nn.Module):
     def ood_score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """The OOD score the gate thresholds (higher: further from the data); obs [..., B, D], act [..., B, A]."""
         score = self.detector.score(obs, act)
-        if float(self.ood_prior_scale) > 0.0:
-            score = score - self.ood_prior_scale * self.prior.log_prob(obs, act)
-        return score
+        scale = float(self.ood_prior_scale)
+        return with_prior_term(score, self.prior.log_prob(obs, act), scale) if scale > 0.0 else score
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Runs trained before the prior term in the OOD score have no `ood_prior_scale`:

@@ -124,12 +124,12 @@ def critic_step(
         # Next actions for the targets: pi's first sample, or its mean under backup_action
         # 'mean' (Q_R's backup; Q_C's with backup 'actor'), plus, for backup 'safest', a
         # small deterministic subset of the gate's candidates at s' (actor mean, prior
-        # modes, safe action). Deterministic and few on
-        # purpose: a minimum over many noisy samples drifts optimistic as training goes on.
-        next_actions = pi_next[0][:1] if c.task.backup_action == "sample" else torch.tanh(mean_next).unsqueeze(0)
+        # modes, safe action). Deterministic and few on purpose: a minimum over many noisy
+        # samples drifts optimistic as training goes on.
+        mean_action = torch.tanh(mean_next).unsqueeze(0) if safest or c.task.backup_action == "mean" else None
+        next_actions = pi_next[0][:1] if mean_action is None or c.task.backup_action == "sample" else mean_action
         if safest:
-            backup = [torch.tanh(mean_next).unsqueeze(0),
-                      model.prior.candidates(batch.next_obs).transpose(0, 1)]
+            backup = [mean_action, model.prior.candidates(batch.next_obs).transpose(0, 1)]
             if model.safe_action_unit is not None:
                 backup.append(model.safe_action_unit.expand(1, b, a_dim))
             next_actions = torch.cat([next_actions, *backup], dim=0)
@@ -157,15 +157,11 @@ def critic_step(
     with autocast(bf16):
         q_task, cost_logits = critic(batch.obs, actions)
     q_data = q_task[:, 0]
-    if c.task.uniform_rows_only and batch.uniform_rows is not None and batch.uniform_rows < b:
-        # Q_R sees the data as it is; only Q_C is fitted on the oversampled accident approaches.
-        u = batch.uniform_rows
-        gap = cql_gap(q_data[:, :u], q_task[:, 1:, :u], sampled.log_density[:, :u],
-                      log_weight[:, :u] if log_weight is not None else None)
-        loss_task = bellman_loss(q_data[:, :u], y_task[:u])
-    else:
-        gap = cql_gap(q_data, q_task[:, 1:], sampled.log_density, log_weight)
-        loss_task = bellman_loss(q_data, y_task)
+    # uniform_rows_only: Q_R sees the data as it is; only Q_C is fitted on the oversampled accident approaches.
+    u = batch.uniform_rows if c.task.uniform_rows_only and batch.uniform_rows is not None else b
+    gap = cql_gap(q_data[:, :u], q_task[:, 1:, :u], sampled.log_density[:, :u],
+                  log_weight[:, :u] if log_weight is not None else None)
+    loss_task = bellman_loss(q_data[:, :u], y_task[:u])
     alpha = model.cql_alpha.get()
     loss = loss_task + alpha * gap.sum()
     out.update(q_task_loss=loss_task.detach(), cql_gap=gap.mean().detach(), cql_alpha=alpha.clone(),

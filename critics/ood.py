@@ -58,6 +58,15 @@ class OODDetector(nn.Module):
         return -self.logit_of_pairs(pairs)
 
 
+def with_prior_term(score: torch.Tensor, log_prior: torch.Tensor, scale: float) -> torch.Tensor:
+    """The gate's OOD score: the contrastive score + scale x (-log pi_beta(a|s)), in one fused op.
+
+    One definition for the model (calibration, curriculum, reports) and the exported gate,
+    which passes the prior density it has already computed for its ranking.
+    """
+    return torch.add(score, log_prior, alpha=-scale)
+
+
 @dataclass
 class DetectorLossConfig:
     uniform_negatives: int

@@ -166,10 +166,9 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
             ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
             do_release: bool = True) -> dict[str, Any]:
     """Stage 7: judge the criteria per engine, write the report, release on a pass."""
+    from safecritic.deploy.baselines import check_reference_behaviors
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
-
-    from safecritic.deploy.baselines import check_reference_behaviors
 
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
@@ -202,10 +201,9 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     import time
 
     from safecritic.controller.training import RunPaths, load_checkpoint
+    from safecritic.deploy.baselines import check_reference_behaviors
     from safecritic.deploy.export import ABLATIONS
     from safecritic.envs.minari_io import dataset_exists
-
-    from safecritic.deploy.baselines import check_reference_behaviors
 
     check_reference_behaviors(config)  # a typo in a criterion must not cost a training run
     stage = stage or (lambda message: None)
