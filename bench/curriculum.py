@@ -54,12 +54,12 @@ def main() -> None:
             config = load_config(args.config, overrides)
             run_dir = args.runs / f"{mode}-s{seed}"
             reuse = args.reuse and (run_dir / "config.yaml").is_file()
-            if not reuse:
-                shutil.rmtree(run_dir, ignore_errors=True)
             if reuse:
                 # The training sections must match; gate/deploy do not matter to this bench.
                 check_run_dir(run_dir, config, resume=True, ignore=POST_TRAINING_SECTIONS)
                 config = load_config(run_dir / "config.yaml")
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
             start = time.perf_counter()
             summary = train(config, run_dir, resume=reuse)
             seconds = time.perf_counter() - start
