@@ -146,6 +146,17 @@ class TaskCriticConfig(StrictModel):
         "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
     )
     curriculum_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softness of the OOD weight, in units of the calibration scores' spread.")
+    # n-step returns (Sutton & Barto ch. 7; Rainbow, D4PG): the goal bonus travels n steps per
+    # backup. Uncorrected, so the n-1 intermediate actions are the data's (behaviour bias).
+    n_step: int = Field(1, ge=1, le=1000, description="Steps of reward in Q_R's Bellman target before it bootstraps "
+                        "(1: the one-step CQL target). Q_C stays one-step.")
+    # The discounted return the data actually collected after (s, a) is a sample of the
+    # behaviour's Q(s, a) <= Q*(s, a): bounding the target from below by it carries the goal
+    # bonus back along every trajectory at once instead of one backup per target update
+    # (the bound of He et al. 2017, "optimality tightening"; Cal-QL bounds CQL's push-down with it).
+    mc_lower_bound: bool = Field(
+        False, description="Bound Q_R's Bellman target from below by the data's own discounted return-to-go "
+        "(truncated episodes count their unseen tail as 0).")
     uniform_rows_only: bool = Field(
         False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
         "accident approaches oversampled for Q_C (critics.accident.oversample).")

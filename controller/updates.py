@@ -19,6 +19,7 @@ from safecritic.critics.cpu import autocast, use_bf16
 from safecritic.critics.cql import bellman_loss, cql_gap, sample_actions, task_target
 from safecritic.critics.csc import accident_bellman_loss, accident_target, push_up_gap
 from safecritic.critics.ood import DetectorLossConfig, detector_loss
+from safecritic.envs.dataset import NStep
 
 
 @dataclass
@@ -34,6 +35,10 @@ class Batch:
     # Rows [0, uniform_rows) are drawn uniformly from the data, the rest from the approaches
     # to accidents; constraints "over dataset states" are measured on the uniform rows only.
     uniform_rows: int | None = None
+    # The data's discounted return-to-go at each row (critics.task.mc_lower_bound), or None.
+    mc_return: torch.Tensor | None = None
+    # Q_R's n-step backups (critics.task.n_step > 1), next observations normalised, or None.
+    n_step: NStep | None = None
 
 
 class TrainTensors:
@@ -44,13 +49,19 @@ class TrainTensors:
     """
 
     def __init__(self, model: SafeCriticModel, obs, act, rew, cost, next_obs, terminal,
-                 rare: torch.Tensor | None = None) -> None:
+                 rare: torch.Tensor | None = None, mc_return: torch.Tensor | None = None,
+                 n_step: NStep | None = None) -> None:
         with torch.no_grad():
             self.obs = model.normalize_obs(obs)
             self.next_obs = model.normalize_obs(next_obs)
             self.act = model.to_unit_action(act)
         self.rew, self.cost, self.terminal = rew, cost, terminal
         self.rare = rare if rare is not None else torch.zeros(0, dtype=torch.long)
+        self.mc_return = mc_return
+        if n_step is not None:
+            with torch.no_grad():
+                n_step = NStep(n_step.rew, model.normalize_obs(n_step.next_obs), n_step.terminal, n_step.discount)
+        self.n_step = n_step
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -62,7 +73,8 @@ class TrainTensors:
             pick = torch.randint(0, len(self.rare), (n_rare,), generator=generator)
             idx = torch.cat([idx, self.rare[pick]])
         return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx], self.terminal[idx],
-                     batch_size - n_rare)
+                     batch_size - n_rare, self.mc_return[idx] if self.mc_return is not None else None,
+                     self.n_step.select(idx) if self.n_step is not None else None)
 
 
 def detector_loss_config(config: Config) -> DetectorLossConfig:
@@ -98,6 +110,19 @@ class ActorTerms:
 
     cost_weight: torch.Tensor | None = None  # lambda_C
     kl_weight: torch.Tensor | None = None  # beta
+
+
+def n_step_task_target(model: SafeCriticModel, n_step: NStep, backup_action: str, entropy: bool,
+                       temperature: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """R_n + gamma^n (1 - terminal_n) min_e Q_target(s_{t+n}, a'), a' as in the one-step backup."""
+    mean, log_std = model.actor(n_step.next_obs)
+    if backup_action == "mean":
+        action, logp = torch.tanh(mean).unsqueeze(0), None
+    else:
+        action, logp = model.actor.sample_from(mean, log_std, 1, g)
+    q_next, _ = model.critic_target(n_step.next_obs, action)
+    return task_target(n_step.rew, n_step.terminal, q_next[:, 0], n_step.discount,
+                       logp[0] if entropy and logp is not None else None, temperature)
 
 
 def critic_step(
@@ -138,6 +163,14 @@ def critic_step(
             batch.rew, batch.terminal, q_next[:, 0], c.gamma,
             pi_next[1][0] if c.task.backup_entropy else None, temperature,
         )
+        if c.task.n_step > 1:
+            if batch.n_step is None:
+                raise ValueError("critics.task.n_step > 1 needs batches with n-step backups (TrainTensors n_step)")
+            y_task = n_step_task_target(model, batch.n_step, c.task.backup_action, c.task.backup_entropy, temperature, g)
+        if c.task.mc_lower_bound:
+            if batch.mc_return is None:
+                raise ValueError("critics.task.mc_lower_bound needs batches with the data's return-to-go (TrainTensors mc_return)")
+            y_task = torch.maximum(y_task, batch.mc_return)
         if has_cost:
             q_cost_next = critic.cost_value(cost_next)
             y_cost = accident_target(

@@ -75,10 +75,11 @@ def cql_gap(q_data: torch.Tensor, q_sampled: torch.Tensor, log_density: torch.Te
 
 
 def task_target(
-    reward: torch.Tensor, terminal: torch.Tensor, q_next: torch.Tensor, gamma: float,
+    reward: torch.Tensor, terminal: torch.Tensor, q_next: torch.Tensor, gamma: float | torch.Tensor,
     next_logp: torch.Tensor | None = None, temperature: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
-    """r + gamma (1 - terminal) (min_e Q_target(s', a') [- temperature log pi(a'|s')])."""
+    """r + gamma (1 - terminal) (min_e Q_target(s', a') [- temperature log pi(a'|s')]); gamma
+    per row for n-step backups (gamma^steps)."""
     v_next = q_next.min(dim=0).values
     if next_logp is not None:
         v_next = v_next - temperature * next_logp

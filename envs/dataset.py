@@ -57,6 +57,50 @@ class Transitions:
         return int(self.act.shape[1])
 
 
+def discounted_returns(transitions: Transitions, gamma: float) -> torch.Tensor:
+    """(N,) return-to-go sum_k gamma^k r_{t+k} of each step within its own episode: the
+    n-step reward with n = the longest episode. A truncated episode's tail is unknown and
+    counted as 0, so the figure is what the data *saw*, not a value estimate. Used as a
+    lower bound on Q_R's target (critics.task.mc_lower_bound)."""
+    longest = int(torch.unique_consecutive(transitions.episode, return_counts=True)[1].max()) if len(transitions) else 1
+    return n_step_backups(transitions, longest, gamma).rew
+
+
+@dataclass
+class NStep:
+    """Each step's n-step backup: the discounted reward of up to n steps within its episode,
+    the observation after the last of them, whether that one terminated, and gamma^steps."""
+
+    rew: torch.Tensor  # (N,)
+    next_obs: torch.Tensor  # (N, obs_dim)
+    terminal: torch.Tensor  # (N,)
+    discount: torch.Tensor  # (N,)
+
+    def select(self, index: torch.Tensor) -> "NStep":
+        return NStep(self.rew[index], self.next_obs[index], self.terminal[index], self.discount[index])
+
+
+def n_step_backups(transitions: Transitions, n: int, gamma: float) -> NStep:
+    """n-step backups of every step (transitions in episode order). An episode's end cuts
+    the sum short: a terminal step stops it, a truncated one bootstraps from its next
+    observation, as the one-step target does."""
+    rows = len(transitions)
+    index = torch.arange(rows)
+    episode = transitions.episode
+    # Last row of each row's episode.
+    change = torch.ones(rows, dtype=torch.bool)
+    change[:-1] = episode[1:] != episode[:-1]
+    ends = torch.nonzero(change).flatten()
+    last = ends[torch.searchsorted(ends, index)]
+    rew = torch.zeros(rows, dtype=torch.float64)
+    for k in range(n):
+        row = torch.minimum(index + k, last)
+        rew += (index + k <= last).double() * gamma**k * transitions.rew[row].double()
+    final = torch.minimum(index + n - 1, last)
+    steps = (final - index + 1).double()
+    return NStep(rew.float(), transitions.next_obs[final], transitions.terminal[final], (gamma**steps).float())
+
+
 @dataclass
 class NormStats:
     """Observation mean and std (computed on the training split only)."""

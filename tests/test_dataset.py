@@ -14,7 +14,8 @@ from minari.data_collector import EpisodeBuffer
 
 from safecritic.configs import DatasetError, load_config
 from safecritic.envs.collect import collect_dataset
-from safecritic.envs.dataset import load_offline_data, load_transitions, split_by_episode
+from safecritic.envs.dataset import (Transitions, discounted_returns, load_offline_data, load_transitions, n_step_backups,
+                                     split_by_episode)
 from safecritic.envs.labelers import pointnav_hazard
 from safecritic.envs.minari_io import dataset_dir
 
@@ -147,3 +148,28 @@ def test_overwrite_replaces_and_is_reproducible(minari_root):
     collect_dataset(two_workers, overwrite=True)
     c, _ = load_transitions("test/again-v0")
     torch.testing.assert_close(a.obs, c.obs)  # worker count does not change the data
+
+
+def _three_episodes() -> Transitions:
+    """Episode 0 ends at a terminal step, episode 3 is truncated, episode 4 is one step."""
+    n = 6
+    return Transitions(obs=torch.zeros(n, 1), act=torch.zeros(n, 1), rew=torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 5.0]),
+                       cost=torch.zeros(n), next_obs=torch.arange(10.0, 16.0).unsqueeze(1),
+                       terminal=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), timeout=torch.tensor([0.0] * 4 + [1.0, 1.0]),
+                       episode=torch.tensor([0, 0, 0, 3, 3, 4]), behavior=torch.zeros(n, dtype=torch.long))
+
+
+def test_discounted_returns_restart_at_each_episode():
+    assert discounted_returns(_three_episodes(), 0.5).tolist() == [1.75, 1.5, 1.0, 3.0, 2.0, 5.0]
+
+
+def test_n_step_backups_stop_at_the_episode_end():
+    t = _three_episodes()
+    one = n_step_backups(t, 1, 0.5)  # the one-step target's own terms
+    assert torch.equal(one.rew, t.rew) and torch.equal(one.next_obs, t.next_obs) and torch.equal(one.terminal, t.terminal)
+    assert one.discount.tolist() == [0.5] * 6
+    three = n_step_backups(t, 3, 0.5)
+    assert three.rew.tolist() == [1.75, 1.5, 1.0, 3.0, 2.0, 5.0]
+    assert three.next_obs.flatten().tolist() == [12.0, 12.0, 12.0, 14.0, 14.0, 15.0]
+    assert three.terminal.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # truncated: bootstrap
+    assert three.discount.tolist() == [0.125, 0.25, 0.5, 0.25, 0.5, 0.5]

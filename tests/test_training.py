@@ -127,6 +127,67 @@ def test_mean_action_backup_does_not_depend_on_the_sample():
     assert targets["sample"][0] != targets["sample"][1]
 
 
+def test_mc_lower_bound_lifts_the_target_to_the_datas_return():
+    """critics.task.mc_lower_bound: y = max(r + gamma V(s'), G) with G the data's return-to-go."""
+    from safecritic.controller.updates import Batch, critic_step
+
+    config = load_config(SMOKE, ["critics.task.mc_lower_bound=true"])
+    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+    x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
+    opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+    g = torch.Generator().manual_seed(1)
+    mc = torch.tensor([100.0] * 4 + [-100.0] * 4)
+    batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.ones(8), mc_return=mc)
+    # terminal rows: the TD target is r = 0, so the bound decides rows 0-3 and leaves rows 4-7 at 0
+    assert float(critic_step(model, batch, opt, config, g)["q_task_target"]) == pytest.approx(50.0)
+    batch.mc_return = None
+    with pytest.raises(ValueError, match="return-to-go"):
+        critic_step(model, batch, opt, config, g)
+
+
+def test_n_step_target_bootstraps_after_n_rewards():
+    """critics.task.n_step: y = R_n + gamma^n (1 - terminal_n) min Q_target(s_{t+n}, a')."""
+    from safecritic.controller.updates import Batch, critic_step
+    from safecritic.envs.dataset import NStep
+
+    config = load_config(SMOKE, ["critics.task.n_step=3", "critics.task.backup_action=mean"])
+    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+    x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
+    opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+    rew_n = torch.arange(8.0)
+    batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8),
+                  n_step=NStep(rew_n, x, torch.ones(8), torch.full((8,), 0.9**3)))
+    g = torch.Generator().manual_seed(1)
+    # every n-step backup ends at a terminal step: the target is the n-step reward alone
+    assert float(critic_step(model, batch, opt, config, g)["q_task_target"]) == pytest.approx(3.5)
+    batch.n_step = NStep(rew_n, x, torch.zeros(8), torch.full((8,), 0.9**3))
+    with torch.no_grad():
+        q, _ = model.critic_target(x, torch.tanh(model.actor(x)[0]).unsqueeze(0))
+    expected = (rew_n + 0.9**3 * q[:, 0].min(dim=0).values).mean()
+    assert float(critic_step(model, batch, opt, config, g)["q_task_target"]) == pytest.approx(float(expected), rel=1e-2)
+    batch.n_step = None
+    with pytest.raises(ValueError, match="n-step"):
+        critic_step(model, batch, opt, config, g)
+
+
+def test_trainer_draws_the_return_to_go_and_n_step_backups(smoke_dataset):
+    from safecritic.envs.dataset import discounted_returns, n_step_backups
+
+    config = load_config(SMOKE, ["critics.task.mc_lower_bound=true"])
+    data = load_offline_data(config.data)
+    tensors = Trainer(config, data, "unused").tensors
+    expected = discounted_returns(data.train, config.critics.gamma)
+    assert torch.equal(tensors.mc_return, expected)
+    g = torch.Generator().manual_seed(0)
+    batch = tensors.sample(64, g, rare_fraction=0.25)
+    rows = [int(torch.nonzero((tensors.obs == o).all(dim=1) & (tensors.act == a).all(dim=1))[0])
+            for o, a in zip(batch.obs, batch.act)]
+    assert torch.equal(batch.mc_return, expected[rows])
+    assert Trainer(load_config(SMOKE), data, "unused").tensors.mc_return is None
+    n_step = Trainer(load_config(SMOKE, ["critics.task.n_step=5"]), data, "unused").tensors.n_step
+    assert torch.equal(n_step.rew, n_step_backups(data.train, 5, config.critics.gamma).rew)
+
+
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
