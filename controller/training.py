@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
@@ -79,6 +79,13 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "train_summary.json"
+
+
+def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with torch's fused CPU kernel: one op per step instead of ~10 per parameter
+    tensor. Our networks are small and their updates bound by per-op overhead, not FLOPs:
+    +8.6% critic-phase updates/s on the default config (docs/benchmarks.md)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def model_spec(config: Config, data: OfflineData) -> ModelSpec:
@@ -188,15 +195,15 @@ class Trainer:
         c, p = self.config.critics, self.config.policy
         m = self.model
         self.optimizers = {
-            "prior": torch.optim.Adam(m.prior.parameters(), lr=p.prior.lr),
-            "detector": torch.optim.Adam(m.detector.parameters(), lr=c.ood.lr),
-            "critic": torch.optim.Adam(m.critic.parameters(), lr=c.lr),
-            "actor": torch.optim.Adam(m.actor.parameters(), lr=p.lr),
-            "temperature": torch.optim.Adam([m.log_temperature], lr=p.temperature_lr),
+            "prior": adam(m.prior.parameters(), p.prior.lr),
+            "detector": adam(m.detector.parameters(), c.ood.lr),
+            "critic": adam(m.critic.parameters(), c.lr),
+            "actor": adam(m.actor.parameters(), p.lr),
+            "temperature": adam([m.log_temperature], p.temperature_lr),
         }
         if m.plain_actor is not None:
-            self.optimizers["plain_actor"] = torch.optim.Adam(m.plain_actor.parameters(), lr=p.lr)
-            self.optimizers["plain_temperature"] = torch.optim.Adam([m.plain_log_temperature], lr=p.temperature_lr)
+            self.optimizers["plain_actor"] = adam(m.plain_actor.parameters(), p.lr)
+            self.optimizers["plain_temperature"] = adam([m.plain_log_temperature], p.temperature_lr)
         self.generator = torch.Generator().manual_seed(self.config.run.seed)
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
         self.calibration: dict[str, float] = {}
