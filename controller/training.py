@@ -185,14 +185,13 @@ class Trainer:
         _prepare_model(self.model, self.data)
         horizon = self.config.critics.accident.oversample_horizon
         rare = torch.nonzero(steps_before_accident(self.data.train, horizon, require_terminal=False)).flatten()
-        c = self.config.critics
+        c, p = self.config.critics, self.config.policy
         self.tensors = TrainTensors(
             self.model, self.data.train.obs, self.data.train.act, self.data.train.rew,
             self.data.train.cost, self.data.train.next_obs, self.data.train.terminal, rare,
             discounted_returns(self.data.train, c.gamma) if c.task.mc_lower_bound else None,
             n_step_backups(self.data.train, c.task.n_step, c.gamma) if c.task.n_step > 1 else None,
         )
-        c, p = self.config.critics, self.config.policy
         m = self.model
         self.optimizers = {
             "prior": adam(m.prior.parameters(), p.prior.lr),

@@ -159,14 +159,15 @@ def critic_step(
                 backup.append(model.safe_action_unit.expand(1, b, a_dim))
             next_actions = torch.cat([next_actions, *backup], dim=0)
         q_next, cost_next = model.critic_target(batch.next_obs, next_actions)  # [E, K', B]
-        y_task = task_target(
-            batch.rew, batch.terminal, q_next[:, 0], c.gamma,
-            pi_next[1][0] if c.task.backup_entropy else None, temperature,
-        )
         if c.task.n_step > 1:
             if batch.n_step is None:
                 raise ValueError("critics.task.n_step > 1 needs batches with n-step backups (TrainTensors n_step)")
             y_task = n_step_task_target(model, batch.n_step, c.task.backup_action, c.task.backup_entropy, temperature, g)
+        else:
+            y_task = task_target(
+                batch.rew, batch.terminal, q_next[:, 0], c.gamma,
+                pi_next[1][0] if c.task.backup_entropy else None, temperature,
+            )
         if c.task.mc_lower_bound:
             if batch.mc_return is None:
                 raise ValueError("critics.task.mc_lower_bound needs batches with the data's return-to-go (TrainTensors mc_return)")
