@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
-from safecritic.controller.training import Trainer  # noqa: E402
+from safecritic.controller.training import Trainer, adam  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 
 
@@ -37,7 +36,7 @@ def main() -> None:
     steps = {}
     for name, fused in (("for-loop Adam (torch's CPU default)", False), ("fused Adam (training's)", True)):
         trainer = Trainer(config, data, "unused")
-        trainer.optimizers = {k: torch.optim.Adam(o.param_groups[0]["params"], lr=o.param_groups[0]["lr"], fused=fused)
+        trainer.optimizers = {k: adam(o.param_groups[0]["params"], o.param_groups[0]["lr"], fused)
                               for k, o in trainer.optimizers.items()}
         steps[name] = trainer.update_step()
     for step in steps.values():

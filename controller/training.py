@@ -81,11 +81,12 @@ class RunPaths:
         return self.root / "train_summary.json"
 
 
-def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+def adam(params: Iterable[torch.Tensor], lr: float, fused: bool = True) -> torch.optim.Adam:
     """Adam with torch's fused CPU kernel: one op per step instead of ~10 per parameter
     tensor. Our networks are small and their updates bound by per-op overhead, not FLOPs:
-    +8.6% critic-phase updates/s on the default config (docs/benchmarks.md)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    +7-9% critic-phase updates/s on the default config (bench/optimizer_ab.py, which also
+    builds the for-loop variant with fused=False)."""
+    return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
 def model_spec(config: Config, data: OfflineData) -> ModelSpec:

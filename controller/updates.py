@@ -152,7 +152,7 @@ def critic_step(
         # modes, safe action). Deterministic and few on purpose: a minimum over many noisy
         # samples drifts optimistic as training goes on.
         mean_action = torch.tanh(mean_next).unsqueeze(0) if safest or c.task.backup_action == "mean" else None
-        next_actions = pi_next[0][:1] if mean_action is None or c.task.backup_action == "sample" else mean_action
+        next_actions = mean_action if c.task.backup_action == "mean" else pi_next[0][:1]
         if safest:
             backup = [mean_action, model.prior.candidates(batch.next_obs).transpose(0, 1)]
             if model.safe_action_unit is not None:

@@ -88,22 +88,27 @@ def test_ood_prior_scale_is_fitted_on_training_pairs_not_calibration(trained_smo
     assert fit_ood_prior_scale(model, data, 0.0) == 0.0
 
 
+def _critic_step_setup(overrides: list[str]):
+    """An untrained smoke-config model (12-dim observations, 2-dim actions), 8 normalised
+    states and an optimiser that changes nothing: critic_step's targets and losses as they are."""
+    config = load_config(SMOKE, overrides)
+    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+    x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
+    return config, model, x, torch.optim.SGD(model.critic.parameters(), lr=0.0)
+
+
 def test_task_critic_can_ignore_the_oversampled_rows():
     """critics.task.uniform_rows_only: Q_R's loss does not see the accident approaches drawn for Q_C."""
     from safecritic.controller.updates import Batch, critic_step
 
     losses = {}
     for only in (False, True):
-        config = load_config(SMOKE, [f"critics.task.uniform_rows_only={str(only).lower()}"])
-        model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
-        g = torch.Generator().manual_seed(0)
-        obs, act = torch.randn(8, 12, generator=g), torch.rand(8, 2, generator=g) * 2 - 1
-        x = model.normalize_obs(obs)
+        config, model, x, opt = _critic_step_setup([f"critics.task.uniform_rows_only={str(only).lower()}"])
+        act = torch.rand(8, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
         for rew_rare in (0.0, 50.0):
             rew = torch.zeros(8)
             rew[6:] = rew_rare  # rows 6, 7: the oversampled ones
             batch = Batch(x, act, rew, torch.zeros(8), x.flip(0), torch.zeros(8), uniform_rows=6)
-            opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
             out = critic_step(model, batch, opt, config, torch.Generator().manual_seed(1))
             losses[(only, rew_rare)] = float(out["q_task_loss"])
     assert losses[(True, 0.0)] == losses[(True, 50.0)]
@@ -116,11 +121,8 @@ def test_mean_action_backup_does_not_depend_on_the_sample():
 
     targets = {}
     for action in ("sample", "mean"):
-        config = load_config(SMOKE, [f"critics.task.backup_action={action}"])
-        model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
-        x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
+        config, model, x, opt = _critic_step_setup([f"critics.task.backup_action={action}"])
         batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8))
-        opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
         targets[action] = [float(critic_step(model, batch, opt, config, torch.Generator().manual_seed(s))["q_task_target"])
                            for s in (1, 2)]
     assert targets["mean"][0] == targets["mean"][1]
@@ -131,10 +133,7 @@ def test_mc_lower_bound_lifts_the_target_to_the_datas_return():
     """critics.task.mc_lower_bound: y = max(r + gamma V(s'), G) with G the data's return-to-go."""
     from safecritic.controller.updates import Batch, critic_step
 
-    config = load_config(SMOKE, ["critics.task.mc_lower_bound=true"])
-    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
-    x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
-    opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+    config, model, x, opt = _critic_step_setup(["critics.task.mc_lower_bound=true"])
     g = torch.Generator().manual_seed(1)
     mc = torch.tensor([100.0] * 4 + [-100.0] * 4)
     batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.ones(8), mc_return=mc)
@@ -150,10 +149,7 @@ def test_n_step_target_bootstraps_after_n_rewards():
     from safecritic.controller.updates import Batch, critic_step
     from safecritic.envs.dataset import NStep
 
-    config = load_config(SMOKE, ["critics.task.n_step=3", "critics.task.backup_action=mean"])
-    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
-    x = model.normalize_obs(torch.randn(8, 12, generator=torch.Generator().manual_seed(0)))
-    opt = torch.optim.SGD(model.critic.parameters(), lr=0.0)
+    config, model, x, opt = _critic_step_setup(["critics.task.n_step=3", "critics.task.backup_action=mean"])
     rew_n = torch.arange(8.0)
     batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8),
                   n_step=NStep(rew_n, x, torch.ones(8), torch.full((8,), 0.9**3)))
