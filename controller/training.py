@@ -23,6 +23,7 @@ from safecritic.configs.schema import Config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.updates import (
     ActorTerms,
+    ActorUpdate,
     TrainTensors,
     actor_step,
     critic_step,
@@ -315,6 +316,7 @@ class Trainer:
         p, o = self.config.policy.prior, self.config.critics.ood
         det_cfg = detector_loss_config(self.config)
         total = max(p.steps, o.steps)
+        bf16 = use_bf16(self.config.run.precision)
 
         def step() -> dict[str, torch.Tensor]:
             out: dict[str, torch.Tensor] = {}
@@ -322,7 +324,7 @@ class Trainer:
                 out.update(prior_step(self.model, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
             if self.step < o.steps:
                 batch = self.tensors.sample(o.batch_size, self.generator)
-                out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator))
+                out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator, bf16))
             return out
 
         self._loop(total, step)
@@ -351,13 +353,13 @@ class Trainer:
                 cost_weight=m.cost_multiplier.get() if constrained and m.critic.has_cost else None,
                 kl_weight=m.kl_multiplier.get() if constrained else None,
             )
-            out.update(actor_step(m, m.actor, m.log_temperature, batch, o["actor"], o["temperature"], g,
-                                  target_entropy, terms, bf16=bf16))
+            actors = [ActorUpdate(m.actor, m.log_temperature, o["actor"], o["temperature"], terms)]
+            if m.plain_actor is not None:
+                actors.append(ActorUpdate(m.plain_actor, m.plain_log_temperature, o["plain_actor"],
+                                          o["plain_temperature"], ActorTerms(), prefix="plain"))
+            out.update(actor_step(m, actors, batch, g, target_entropy, bf16=bf16))
             if constrained:
                 out.update(update_duals(m, cfg, out))
-            if m.plain_actor is not None:
-                out.update(actor_step(m, m.plain_actor, m.plain_log_temperature, batch, o["plain_actor"],
-                                      o["plain_temperature"], g, target_entropy, ActorTerms(), prefix="plain", bf16=bf16))
             polyak(m, cfg.critics.tau)
             return out
 
