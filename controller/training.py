@@ -339,6 +339,7 @@ class Trainer:
         target_entropy = cfg.policy.target_entropy if cfg.policy.target_entropy is not None else -float(self.spec.act_dim)
         curriculum = cfg.critics.task.curriculum == "ood_weighted"
         self.model.prior.requires_grad_(False)
+        self.tensors.cache_prior(self.model.prior, use_bf16(cfg.run.precision))
         self.model.detector.requires_grad_(False)
         o, m, g = self.optimizers, self.model, self.generator
         constrained = cfg.policy.constraints.enabled

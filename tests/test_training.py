@@ -184,6 +184,29 @@ def test_trainer_draws_the_return_to_go_and_n_step_backups(smoke_dataset):
     assert torch.equal(n_step.rew, n_step_backups(data.train, 5, config.critics.gamma).rew)
 
 
+def test_critic_phase_reads_the_frozen_priors_parameters_from_a_cache(smoke_dataset):
+    """The cache holds pi_beta's parameters at each row's state and next state; a batch's
+    KL density and backup candidates from it equal the prior's own (the uncached path)."""
+    from safecritic.controller.updates import Batch
+
+    config = load_config(SMOKE)
+    trainer = Trainer(config, load_offline_data(config.data), "unused")
+    tensors, prior = trainer.tensors, trainer.model.prior
+    assert tensors.prior_obs is None
+    tensors.cache_prior(prior, bf16=False, chunk=100)  # chunks that do not divide the rows
+    batch = tensors.sample(64, torch.Generator().manual_seed(0), rare_fraction=0.25)
+    assert batch.prior is not None and batch.prior_next is not None
+    act = torch.rand(64, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    uncached = Batch(batch.obs, batch.act, batch.rew, batch.cost, batch.next_obs, batch.terminal)
+    with torch.no_grad():
+        torch.testing.assert_close(batch.prior_log_prob(prior, act), prior.log_prob(batch.obs, act))
+        torch.testing.assert_close(uncached.prior_log_prob(prior, act), prior.log_prob(batch.obs, act))
+        torch.testing.assert_close(batch.prior_next_candidates(prior), prior.candidates(batch.next_obs))
+        torch.testing.assert_close(uncached.prior_next_candidates(prior), prior.candidates(batch.next_obs))
+    trainer.update_step()  # the critic phase fills the cache itself
+    assert tensors.prior_obs.log_w.shape == (len(tensors), config.policy.prior.components)
+
+
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
