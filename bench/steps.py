@@ -6,6 +6,7 @@ from typing import Callable
 
 from safecritic.controller.training import Trainer
 from safecritic.controller.updates import detector_loss_config, detector_step
+from safecritic.critics.cpu import use_bf16
 
 
 def make_step(trainer: Trainer, with_detector: bool = False) -> Callable[[], None]:
@@ -19,7 +20,8 @@ def make_step(trainer: Trainer, with_detector: bool = False) -> Callable[[], Non
         update()
         if with_detector:
             m.detector.requires_grad_(True)
-            detector_step(m, trainer.tensors.sample(cfg.critics.ood.batch_size, g), o["detector"], det_cfg, g)
+            detector_step(m, trainer.tensors.sample(cfg.critics.ood.batch_size, g), o["detector"], det_cfg, g,
+                          use_bf16(cfg.run.precision))
             m.detector.requires_grad_(False)
 
     return step
