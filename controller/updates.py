@@ -322,18 +322,16 @@ def actor_step(
         losses.append(loss.mean())
         out.update({f"{p}_loss": losses[-1].detach(), f"{p}_entropy": -logp.mean().detach(),
                     f"{p}_q_task": q_min[i].mean().detach(), f"{p}_temperature": temperature})
-    for u in updates:
-        u.opt_actor.zero_grad(set_to_none=True)
+    # SAC's temperature losses see log pi detached, and the actor losses the temperature
+    # detached: all of them go through one backward without mixing their gradients.
+    losses += [-(u.log_temperature * (logp[0].detach() + target_entropy)).mean() for u, (_, logp) in zip(updates, samples)]
+    optimizers = [opt for u in updates for opt in (u.opt_actor, u.opt_temperature)]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     torch.stack(losses).sum().backward()
-    for u in updates:
-        u.opt_actor.step()
+    for opt in optimizers:
+        opt.step()
     critic.requires_grad_(True)
-
-    for u, (_, logp) in zip(updates, samples):
-        temp_loss = -(u.log_temperature * (logp[0].detach() + target_entropy)).mean()
-        u.opt_temperature.zero_grad(set_to_none=True)
-        temp_loss.backward()
-        u.opt_temperature.step()
     return out
 
 
