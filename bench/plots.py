@@ -34,7 +34,7 @@ def throughput(data: dict, out: Path) -> None:
     _bars(a, [r["name"] for r in rows], [r["updates_per_s"] for r in rows], "{:.0f}/s")
     a.set_xlabel("updates per second (2 threads)")
     _bars(b, [r["name"] for r in rows], [100 * r["fraction_of_peak"] for r in rows], "{:.0f}%")
-    b.set_xlabel("achieved FLOP rate, % of the measured matmul peak (same precision)")
+    b.set_xlabel("achieved FLOP rate, % of matmul peak (same precision)")
     b.set_yticks([])
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=120)
