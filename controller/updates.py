@@ -58,8 +58,7 @@ class Batch:
 
     def prior_log_prob(self, prior: MixturePrior, act: torch.Tensor) -> torch.Tensor:
         """log pi_beta(act | obs), from the cached parameters where present."""
-        params = self.prior if self.prior is not None else prior.params(self.obs)
-        return prior.log_density(*params, act)
+        return prior.log_density(*self.prior, act) if self.prior is not None else prior.log_prob(self.obs, act)
 
     def prior_next_candidates(self, prior: MixturePrior) -> torch.Tensor:
         """pi_beta's component means at next_obs [B, K, A], from the cache where present."""
