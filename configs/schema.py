@@ -157,6 +157,15 @@ class TaskCriticConfig(StrictModel):
     mc_lower_bound: bool = Field(
         False, description="Bound Q_R's Bellman target from below by the data's own discounted return-to-go "
         "(truncated episodes count their unseen tail as 0).")
+    # EMaQ / BCQ-style backup (Ghasemipour et al. 2021; Fujimoto et al. 2019): the max over a few
+    # in-distribution candidates, restricted here to those the accident critic admits, so
+    # Q_R values what the gate will do at s' rather than the ungated actor.
+    gated_backup: bool = Field(
+        False, description="Q_R's backup takes the best Q_R among the accident critic's backup candidates at s' "
+        "(actor sample and mean, prior modes, safe action) whose Q_C <= gated_backup_cost_limit; none admissible: "
+        "the safest candidate's Q_R. Needs critics.accident.backup 'safest' and one-step targets.")
+    gated_backup_cost_limit: float = Field(0.05, ge=0.0, le=1e3, description="Q_C bound of the gated backup "
+                                           "(the gate's default cost_threshold).")
     uniform_rows_only: bool = Field(
         False, description="Fit Q_R (Bellman and CQL terms) on the uniformly drawn rows of each batch only, not on the "
         "accident approaches oversampled for Q_C (critics.accident.oversample).")
@@ -246,6 +255,17 @@ class CriticsConfig(StrictModel):
                 f"critics.shared_trunk needs critics.task.members == critics.accident.members "
                 f"(got {self.task.members} and {self.accident.members})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gated_backup_needs_safest_candidates(self) -> "CriticsConfig":
+        if not self.task.gated_backup:
+            return self
+        if not self.accident.enabled or self.accident.backup != "safest":
+            raise ValueError("critics.task.gated_backup ranks the accident critic's 'safest' backup candidates: "
+                             "set critics.accident.enabled=true and critics.accident.backup=safest, or switch it off")
+        if self.task.n_step != 1:
+            raise ValueError("critics.task.gated_backup is a one-step target: set critics.task.n_step=1 or switch it off")
         return self
 
 

@@ -174,6 +174,17 @@ def n_step_task_target(model: SafeCriticModel, n_step: NStep, backup_action: str
                        logp[0] if entropy and logp is not None else None, temperature)
 
 
+def gated_value(q_next: torch.Tensor, q_cost_next: torch.Tensor, cost_limit: float) -> torch.Tensor:
+    """V(s') as the gate acts: the best pessimistic Q_R among candidates whose pessimistic Q_C
+    is within the limit, else the safest candidate's. q_next, q_cost_next [E, K, B] -> [1, B]."""
+    q_r = q_next.min(dim=0).values
+    q_c = q_cost_next.max(dim=0).values
+    admissible = q_c <= cost_limit
+    best = torch.where(admissible, q_r, float("-inf")).max(dim=0).values
+    safest = q_r.gather(0, q_c.argmin(dim=0, keepdim=True)).squeeze(0)
+    return torch.where(admissible.any(dim=0), best, safest).unsqueeze(0)
+
+
 def critic_step(
     model: SafeCriticModel,
     batch: Batch,
@@ -214,6 +225,9 @@ def critic_step(
             if batch.n_step is None:
                 raise ValueError("critics.task.n_step > 1 needs batches with n-step backups (TrainTensors n_step)")
             y_task = n_step_task_target(model, batch.n_step, c.task.backup_action, c.task.backup_entropy, temperature, g)
+        elif c.task.gated_backup:  # the schema guarantees the safest backup's candidates
+            y_task = task_target(batch.rew, batch.terminal,
+                                 gated_value(q_next, critic.cost_value(cost_next), c.task.gated_backup_cost_limit), c.gamma)
         else:
             y_task = task_target(
                 batch.rew, batch.terminal, q_next[:, 0], c.gamma,

@@ -54,6 +54,15 @@ def test_entropy_backup_with_the_mean_action_is_refused():
     assert load_config(SMOKE, ["critics.task.backup_action=mean"]).critics.task.backup_action == "mean"
 
 
+def test_gated_backup_needs_the_safest_candidates_and_one_step_targets():
+    for extra, word in ((["critics.accident.backup=actor"], "backup=safest"), (["critics.accident.enabled=false"], "enabled=true"),
+                        (["critics.task.n_step=3"], "n_step=1")):
+        with pytest.raises(ConfigError) as err:
+            load_config(SMOKE, ["critics.task.gated_backup=true", *extra])
+        assert "gated_backup" in str(err.value) and word in str(err.value)
+    assert load_config(SMOKE, ["critics.task.gated_backup=true"]).critics.task.gated_backup
+
+
 def test_several_errors_reported_at_once():
     with pytest.raises(ConfigError) as err:
         load_config(SMOKE, ["data.episodes=0", "run.threads=0"])

@@ -144,6 +144,42 @@ def test_mc_lower_bound_lifts_the_target_to_the_datas_return():
         critic_step(model, batch, opt, config, g)
 
 
+def test_gated_value_is_the_best_admissible_q_r_else_the_safest_candidates():
+    from safecritic.controller.updates import gated_value
+
+    # [E=2, K=3, B=2]; column 0: candidates 0 and 2 admissible, 2 has the best Q_R;
+    # column 1: nothing admissible, candidate 1 has the lowest Q_C.
+    q_r = torch.tensor([[[1.0, 5.0], [9.0, 2.0], [4.0, 7.0]], [[2.0, 6.0], [8.0, 1.0], [3.0, 8.0]]])
+    q_c = torch.tensor([[[0.01, 0.5], [0.2, 0.1], [0.03, 0.3]], [[0.02, 0.6], [0.01, 0.2], [0.04, 0.4]]])
+    # by members: Q_R's minimum (pessimistic about return), Q_C's maximum (about risk)
+    assert gated_value(q_r, q_c, 0.05).tolist() == [[3.0, 1.0]]
+    assert gated_value(q_r, q_c, 1.0).tolist() == [[8.0, 7.0]]
+
+
+def test_gated_backup_targets_the_accident_backups_candidates():
+    """critics.task.gated_backup: y = r + gamma * gated_value over the safest backup's candidates at s'."""
+    from safecritic.controller.updates import Batch, critic_step, gated_value
+
+    fp32 = ["run.precision=fp32"]  # exact comparison; zero rewards: the target is gamma * V(s') alone
+    config, model, x, opt = _critic_step_setup(["critics.task.gated_backup=true", *fp32])
+    batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8))
+    target = float(critic_step(model, batch, opt, config, torch.Generator().manual_seed(1))["q_task_target"])
+    g = torch.Generator().manual_seed(1)  # critic_step's draws, in its order (lr 0: it changed nothing)
+    with torch.no_grad():
+        mean, log_std = model.actor(torch.cat([x, x.flip(0)]))
+        model.actor.sample_from(mean[:8], log_std[:8], config.critics.sampled_actions, g)
+        sample = model.actor.sample_from(mean[8:], log_std[8:], config.critics.sampled_actions, g)[0][:1]
+        cands = torch.cat([sample, torch.tanh(mean[8:]).unsqueeze(0), model.prior.candidates(x.flip(0)).transpose(0, 1),
+                           model.safe_action_unit.expand(1, 8, 2)])
+        q, cost = model.critic_target(x.flip(0), cands)
+        v = gated_value(q, model.critic.cost_value(cost), config.critics.task.gated_backup_cost_limit)
+    assert target == pytest.approx(float((config.critics.gamma * v).mean()), rel=1e-5)
+    plain_config, plain_model, _, plain_opt = _critic_step_setup(fp32)
+    plain_model.load_state_dict(model.state_dict())
+    plain = float(critic_step(plain_model, batch, plain_opt, plain_config, torch.Generator().manual_seed(1))["q_task_target"])
+    assert abs(plain - target) > 1e-3 * abs(target)  # the two targets differ by more than the tolerance
+
+
 def test_n_step_target_bootstraps_after_n_rewards():
     """critics.task.n_step: y = R_n + gamma^n (1 - terminal_n) min Q_target(s_{t+n}, a')."""
     from safecritic.controller.updates import Batch, critic_step
