@@ -266,6 +266,9 @@ class CriticsConfig(StrictModel):
                              "set critics.accident.enabled=true and critics.accident.backup=safest, or switch it off")
         if self.task.n_step != 1:
             raise ValueError("critics.task.gated_backup is a one-step target: set critics.task.n_step=1 or switch it off")
+        if self.task.backup_entropy:
+            raise ValueError("critics.task.gated_backup has no entropy term (its candidates are not sampled): "
+                             "set critics.task.backup_entropy=false or switch it off")
         return self
 
 

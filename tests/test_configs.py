@@ -56,7 +56,7 @@ def test_entropy_backup_with_the_mean_action_is_refused():
 
 def test_gated_backup_needs_the_safest_candidates_and_one_step_targets():
     for extra, word in ((["critics.accident.backup=actor"], "backup=safest"), (["critics.accident.enabled=false"], "enabled=true"),
-                        (["critics.task.n_step=3"], "n_step=1")):
+                        (["critics.task.n_step=3"], "n_step=1"), (["critics.task.backup_entropy=true"], "backup_entropy=false")):
         with pytest.raises(ConfigError) as err:
             load_config(SMOKE, ["critics.task.gated_backup=true", *extra])
         assert "gated_backup" in str(err.value) and word in str(err.value)
