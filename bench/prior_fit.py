@@ -56,13 +56,11 @@ def main() -> None:
     p = config.policy.prior
     torch.manual_seed(args.seed)
     prior = MixturePrior(train_obs.shape[1], data.train.act_dim, p.hidden, p.components)
-    holder = torch.nn.Module()
-    holder.prior = prior  # prior_step takes a model with a .prior
     opt, g, done = adam(prior.parameters(), p.lr), torch.Generator().manual_seed(args.seed), 0
     for target in sorted(args.steps):
         while done < target:
             idx = torch.randint(0, len(train_obs), (p.batch_size,), generator=g)
-            prior_step(holder, Batch(train_obs[idx], data.train.act[idx], None, None, None, None), opt)
+            prior_step(prior, Batch(train_obs[idx], data.train.act[idx], None, None, None, None), opt)
             done += 1
         rows.append({"prior": "fresh", "steps": done, **fit_stats(prior, test_obs, data.test.act, rest)})
     table = markdown_table(

@@ -330,7 +330,7 @@ class Trainer:
         def step() -> dict[str, torch.Tensor]:
             out: dict[str, torch.Tensor] = {}
             if self.step < p.steps:
-                out.update(prior_step(self.model, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
+                out.update(prior_step(self.model.prior, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
             if self.step < o.steps:
                 batch = self.tensors.sample(o.batch_size, self.generator)
                 out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator, bf16))

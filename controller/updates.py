@@ -130,9 +130,9 @@ def detector_loss_config(config: Config) -> DetectorLossConfig:
     )
 
 
-def prior_step(model: SafeCriticModel, batch: Batch, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def prior_step(prior: MixturePrior, batch: Batch, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """Maximum likelihood of the data actions under the mixture prior."""
-    nll = -model.prior.log_prob(batch.obs, batch.act).mean()
+    nll = -prior.log_prob(batch.obs, batch.act).mean()
     opt.zero_grad(set_to_none=True)
     nll.backward()
     opt.step()
@@ -221,13 +221,14 @@ def critic_step(
                 backup.append(model.safe_action_unit.expand(1, b, a_dim))
             next_actions = torch.cat([next_actions, *backup], dim=0)
         q_next, cost_next = model.critic_target(batch.next_obs, next_actions)  # [E, K', B]
+        q_cost_next = critic.cost_value(cost_next) if has_cost else None  # both targets may read it
         if c.task.n_step > 1:
             if batch.n_step is None:
                 raise ValueError("critics.task.n_step > 1 needs batches with n-step backups (TrainTensors n_step)")
             y_task = n_step_task_target(model, batch.n_step, c.task.backup_action, c.task.backup_entropy, temperature, g)
         elif c.task.gated_backup:  # the schema guarantees the safest backup's candidates
             y_task = task_target(batch.rew, batch.terminal,
-                                 gated_value(q_next, critic.cost_value(cost_next), c.task.gated_backup_cost_limit), c.gamma)
+                                 gated_value(q_next, q_cost_next, c.task.gated_backup_cost_limit), c.gamma)
         else:
             y_task = task_target(
                 batch.rew, batch.terminal, q_next[:, 0], c.gamma,
@@ -237,8 +238,7 @@ def critic_step(
             if batch.mc_return is None:
                 raise ValueError("critics.task.mc_lower_bound needs batches with the data's return-to-go (TrainTensors mc_return)")
             y_task = torch.maximum(y_task, batch.mc_return)
-        if has_cost:
-            q_cost_next = critic.cost_value(cost_next)
+        if q_cost_next is not None:
             y_cost = accident_target(
                 batch.cost, batch.terminal, q_cost_next[:, 1:] if safest else q_cost_next[:, 0],
                 c.accident.gamma, critic.cost_q_max,
