@@ -72,9 +72,20 @@ class GatedController(nn.Module):
         self.features = copy.deepcopy(model.features)
         self.obs_norm = copy.deepcopy(model.obs_norm)
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
+        # pi_ref: the prior whose means are candidates and whose density ranks them (gate.reference).
+        if gate.reference == "successful" and model.reference_prior is None:
+            raise ValueError("gate.reference=successful, but this run has no reference prior (trained with "
+                             "policy.prior.fit_successful=false): export with -o gate.reference=behaviour, or retrain")
+        reference = model.reference_prior if gate.reference == "successful" else model.prior
+        assert reference is not None
+        self.reference: MixturePrior = copy.deepcopy(reference)
+        # pi_beta, for the OOD score's prior term; a pass of its own only when it differs from pi_ref.
         self.prior: MixturePrior = copy.deepcopy(model.prior)
-        # Actor and prior in one batched pass when their shapes allow (identical outputs to ~1e-7).
-        fused = fused_policy_pass(self.actor, self.prior)
+        self.ood_prior_scale = float(model.ood_prior_scale)  # the OOD score's prior term (model.ood_score)
+        self.support_pass = gate.reference == "successful" and self.ood_prior_scale > 0.0
+        # Actor and priors in one batched pass when their shapes allow (identical outputs to ~1e-7).
+        fused = (fused_policy_pass(self.actor, self.reference, self.prior) if self.support_pass
+                 else fused_policy_pass(self.actor, self.reference))
         self.fused = fused is not None
         self.policy_pass = fused if fused is not None else nn.Identity()
         act_dim = int(model.act_low.numel())
@@ -102,11 +113,10 @@ class GatedController(nn.Module):
         self.use_cost, self.use_ood, self.gate_enabled = use_cost, use_ood, gate_enabled
         self.use_prior = bool(gate.prior_candidates)
         self.prior_weight = float(gate.prior_weight)
-        self.ood_prior_scale = float(model.ood_prior_scale)  # the OOD score's prior term (model.ood_score)
         self.use_safe = bool(gate.safe_candidate)
         self.fallback_safe = gate.fallback == "safe_action"
         self.has_cost = model.critic.has_cost
-        self.candidate_count = (gate.policy_candidates + (model.prior.components if self.use_prior else 0)
+        self.candidate_count = (gate.policy_candidates + (self.reference.components if self.use_prior else 0)
                                 + (1 if self.use_safe else 0))
         # Module attributes, not globals: TorchScript cannot read module-level constants.
         self.code_policy, self.code_candidate, self.code_fallback, self.code_fault = (
@@ -114,8 +124,8 @@ class GatedController(nn.Module):
         self.eval()
 
     def candidates(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, B, A] in the unit box: policy mean first, then offsets, prior means, the safe action."""
-        return self._candidates_from(self.actor(x), self.prior.candidates(x))
+        """[K, B, A] in the unit box: policy mean first, then offsets, pi_ref's means, the safe action."""
+        return self._candidates_from(self.actor(x), self.reference.candidates(x))
 
     def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor) -> torch.Tensor:
         """Candidates from the actor's (mean, log-std) and the prior's means, computed once by the caller."""
@@ -131,14 +141,23 @@ class GatedController(nn.Module):
         b = obs.shape[0]
         finite = torch.isfinite(obs).all(dim=1)
         x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
-        # One pass of the prior serves its candidates and its density (prior_weight).
+        # One pass of pi_ref serves its candidates and its density (prior_weight); pi_beta's
+        # (the OOD term) is the same pass unless gate.reference gives them different networks.
         if self.fused:
-            out = self.policy_pass(x)  # [2, B, width]: actor, prior
+            out = self.policy_pass(x)  # [2 or 3, B, width]: actor, pi_ref (, pi_beta)
             actor_out = self.actor.from_output(out[0].narrow(-1, 0, self.actor_width))
-            log_w, prior_mean, prior_log_std = self.prior.params_from_output(out[1].narrow(-1, 0, self.prior_width))
+            log_w, prior_mean, prior_log_std = self.reference.params_from_output(out[1].narrow(-1, 0, self.prior_width))
+            if self.support_pass:
+                beta_w, beta_mean, beta_log_std = self.prior.params_from_output(out[2].narrow(-1, 0, self.prior_width))
+            else:
+                beta_w, beta_mean, beta_log_std = log_w, prior_mean, prior_log_std
         else:
             actor_out = self.actor(x)
-            log_w, prior_mean, prior_log_std = self.prior.params(x)
+            log_w, prior_mean, prior_log_std = self.reference.params(x)
+            if self.support_pass:
+                beta_w, beta_mean, beta_log_std = self.prior.params(x)
+            else:
+                beta_w, beta_mean, beta_log_std = log_w, prior_mean, prior_log_std
         cands = self._candidates_from(actor_out, prior_mean)
         k = cands.shape[0]
         # The (s, a) rows, assembled once for the critics and the detector (fp32 outputs in either precision).
@@ -146,13 +165,17 @@ class GatedController(nn.Module):
         q_task, cost_logits = self.critic.from_pairs(pairs, k, b)
         q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
         score = q_r
-        if self.prior_weight > 0.0 or self.ood_prior_scale > 0.0:
-            log_prior = self.prior.log_density(log_w, prior_mean, prior_log_std, cands)
+        if self.prior_weight > 0.0 or (self.ood_prior_scale > 0.0 and not self.support_pass):
+            log_prior = self.reference.log_density(log_w, prior_mean, prior_log_std, cands)
         else:
             log_prior = torch.zeros_like(q_r)
         if self.prior_weight > 0.0:
-            # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_beta (one fused op).
+            # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_ref (one fused op).
             score = torch.add(q_r, log_prior, alpha=self.prior_weight)
+        if self.support_pass:
+            log_beta = self.prior.log_density(beta_w, beta_mean, beta_log_std, cands)
+        else:
+            log_beta = log_prior  # pi_ref is pi_beta (or the term is off)
         if cost_logits is not None:
             # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
@@ -160,7 +183,7 @@ class GatedController(nn.Module):
             q_c = torch.zeros_like(q_r)
         ood = self.detector.score_of_pairs(pairs).view(k, b)
         if self.ood_prior_scale > 0.0:
-            ood = with_prior_term(ood, log_prior, self.ood_prior_scale)  # model.ood_score, density reused
+            ood = with_prior_term(ood, log_beta, self.ood_prior_scale)  # model.ood_score, density reused
 
         if self.gate_enabled:
             if self.use_cost and self.use_ood:
@@ -207,22 +230,26 @@ class GatedController(nn.Module):
 
 
 class PolicyController(nn.Module):
-    """A bare policy with the controller's interface: the actor's mean (or the prior's mode).
+    """A bare policy with the controller's interface: the actor's mean (or a prior's mode).
 
     No gate: used for the plain-actor and BC rows of the ablation table and as the
-    latency floor. Faults still give the safe action.
+    latency floor. Faults still give the safe action. Proposers: actor, plain, bc
+    (pi_beta's mode), bc_successful (the reference prior's mode: filtered BC).
     """
 
     def __init__(self, model: SafeCriticModel, gate: GateConfig, proposer: str = "actor") -> None:
         super().__init__()
         self.features = copy.deepcopy(model.features)
         self.obs_norm = copy.deepcopy(model.obs_norm)
-        self.use_prior = proposer == "bc"
+        self.use_prior = proposer in ("bc", "bc_successful")
         actor = model.plain_actor if proposer == "plain" else model.actor
         if actor is None:
             raise ValueError("the run has no plain actor")
+        prior = model.reference_prior if proposer == "bc_successful" else model.prior
+        if prior is None:
+            raise ValueError("the run has no reference prior (trained with policy.prior.fit_successful=false)")
         self.actor: TanhGaussianActor = copy.deepcopy(actor)
-        self.prior: MixturePrior = copy.deepcopy(model.prior)
+        self.prior: MixturePrior = copy.deepcopy(prior)
         self.register_buffer("act_low", model.act_low.clone())
         self.register_buffer("act_high", model.act_high.clone())
         self.register_buffer("safe_action", safe_action_of(model, gate))

@@ -62,6 +62,9 @@ class SafeCriticModel(nn.Module):
         self.register_buffer("act_low", torch.tensor(spec.act_low, dtype=torch.float32))
         self.register_buffer("act_high", torch.tensor(spec.act_high, dtype=torch.float32))
         self.prior = MixturePrior(o, a, p.prior.hidden, p.prior.components)
+        # pi_ref, the gate's reference behaviour (gate.reference): same shape, fitted to the successful episodes only.
+        fit = p.prior.fit_successful
+        self.reference_prior = MixturePrior(o, a, p.prior.hidden, p.prior.components) if fit else None
         self.detector = OODDetector(o, a, c.ood.hidden, torch.full((o,), -3.0), torch.full((o,), 3.0))
         # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
@@ -102,6 +105,12 @@ class SafeCriticModel(nn.Module):
         if "ood_prior_scale" not in state_dict:
             state_dict = dict(state_dict)
             state_dict["ood_prior_scale"] = torch.tensor(0.0)
+        if self.reference_prior is not None and not any(k.startswith("reference_prior.") for k in state_dict):
+            from safecritic.configs.errors import RunError
+
+            raise RunError("this run was trained without the reference prior pi_ref (before policy.prior.fit_successful "
+                           "existed): in the run's config.yaml set policy.prior.fit_successful: false and "
+                           "gate.reference: behaviour, or retrain")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def featurize(self, obs: torch.Tensor) -> torch.Tensor:

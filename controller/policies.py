@@ -131,25 +131,30 @@ class MixturePrior(nn.Module):
         return self.params(obs)[1]
 
 
-def fused_policy_pass(actor: TanhGaussianActor, prior: MixturePrior) -> EnsembleMLP | None:
-    """The actor's and the prior's MLPs as one 2-member ensemble (one batched matmul per layer
-    instead of two small ones; heads zero-padded to the wider output), or None when their
-    shapes differ. For inference: at batch 1 the gate's cost is the number of ops."""
-    a_layers = [m for m in actor.net.net if isinstance(m, nn.Linear)]
-    p_layers = [m for m in prior.net.net if isinstance(m, nn.Linear)]
-    same_body = len(a_layers) == len(p_layers) and all(
-        a.in_features == p.in_features and a.out_features == p.out_features for a, p in zip(a_layers[:-1], p_layers[:-1])
-    ) and a_layers[-1].in_features == p_layers[-1].in_features
-    activations = {type(m) for net in (actor.net.net, prior.net.net) for m in net if not isinstance(m, nn.Linear)}
+def fused_policy_pass(*policies: nn.Module) -> EnsembleMLP | None:
+    """The policies' MLPs (actor, priors: anything with an `.net` MLP) as one ensemble, one
+    batched matmul per layer instead of one small one each (heads zero-padded to the widest
+    output), or None when their shapes differ. For inference: at batch 1 the gate's cost is
+    the number of ops."""
+    layers = [[m for m in p.net.net if isinstance(m, nn.Linear)] for p in policies]
+    first = layers[0]
+    same_body = all(
+        len(ls) == len(first)
+        and all(a.in_features == b.in_features and a.out_features == b.out_features for a, b in zip(first[:-1], ls[:-1]))
+        and ls[-1].in_features == first[-1].in_features
+        for ls in layers
+    )
+    activations = {type(m) for p in policies for m in p.net.net if not isinstance(m, nn.Linear)}
     if not same_body or activations != {nn.ReLU}:
         return None
-    width = max(a_layers[-1].out_features, p_layers[-1].out_features)
-    fused = EnsembleMLP(2, a_layers[0].in_features, [m.out_features for m in a_layers[:-1]], width)
+    width = max(ls[-1].out_features for ls in layers)
+    fused = EnsembleMLP(len(policies), first[0].in_features, [m.out_features for m in first[:-1]], width)
     with torch.no_grad():
-        for target, a, p in zip([*fused.linears, fused.head], a_layers, p_layers):
+        for depth, target in enumerate([*fused.linears, fused.head]):
             target.weight.zero_()
             target.bias.zero_()
-            for member, layer in ((0, a), (1, p)):
+            for member, ls in enumerate(layers):
+                layer = ls[depth]
                 target.weight[member, :, : layer.out_features] = layer.weight.t()
                 target.bias[member, 0, : layer.out_features] = layer.bias
     return fused.requires_grad_(False)

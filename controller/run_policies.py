@@ -12,23 +12,25 @@ import torch
 
 from safecritic.controller.model import SafeCriticModel
 
-POLICIES = ("actor", "plain", "bc")
+POLICIES = ("actor", "plain", "bc", "bc_successful")
 
 
 def numpy_policy(model: SafeCriticModel, which: str) -> Callable[[np.ndarray], np.ndarray]:
     """`actor`: tanh of the (constrained) actor's mean; `plain`: the unconstrained actor's;
-    `bc`: the behaviour prior's mode."""
+    `bc`: the behaviour prior's mode; `bc_successful`: the reference prior's (filtered BC)."""
     if which not in POLICIES:
         raise ValueError(f"unknown policy {which!r}; known: {', '.join(POLICIES)}")
     if which == "plain" and model.plain_actor is None:
         raise ValueError("this run trained no plain actor (policy.plain_actor: false)")
+    if which == "bc_successful" and model.reference_prior is None:
+        raise ValueError("this run trained no reference prior (policy.prior.fit_successful: false)")
     model.eval()
 
     @torch.no_grad()
     def act(obs: np.ndarray) -> np.ndarray:
         x = model.normalize_obs(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-        if which == "bc":
-            unit = model.prior.mode(x)
+        if which in ("bc", "bc_successful"):
+            unit = (model.prior if which == "bc" else model.reference_prior).mode(x)
         else:
             unit = (model.actor if which == "actor" else model.plain_actor).deterministic(x)
         return model.from_unit_action(unit)[0].numpy()

@@ -37,7 +37,7 @@ from safecritic.critics.conformal import conformal_threshold
 from safecritic.critics.cpu import tune_cpu, use_bf16
 from safecritic.critics.diagnostics import accident_auroc, steps_before_accident
 from safecritic.critics.csc import cost_q_max
-from safecritic.envs.dataset import NormStats, OfflineData, discounted_returns, n_step_backups
+from safecritic.envs.dataset import NormStats, OfflineData, discounted_returns, n_step_backups, successful_episode_rows
 
 CHECKPOINT_FORMAT = 1
 PHASES = ("pretrain", "critic", "done")
@@ -195,6 +195,15 @@ class Trainer:
             n_step_backups(self.data.train, c.task.n_step, c.gamma) if c.task.n_step > 1 else None,
         )
         m = self.model
+        self.successful_rows = torch.zeros(0, dtype=torch.long)
+        if m.reference_prior is not None:
+            self.successful_rows = torch.nonzero(successful_episode_rows(self.data.train)).flatten()
+            if not len(self.successful_rows):
+                raise RunError(
+                    "no training episode terminated without a cost, so there is nothing to fit the gate's reference "
+                    "prior pi_ref to: set -o policy.prior.fit_successful=false -o gate.reference=behaviour, or collect "
+                    "data with successful episodes"
+                )
         self.optimizers = {
             "prior": adam(m.prior.parameters(), p.prior.lr),
             "detector": adam(m.detector.parameters(), c.ood.lr),
@@ -202,6 +211,8 @@ class Trainer:
             "actor": adam(m.actor.parameters(), p.lr),
             "temperature": adam([m.log_temperature], p.temperature_lr),
         }
+        if m.reference_prior is not None:
+            self.optimizers["reference_prior"] = adam(m.reference_prior.parameters(), p.prior.lr)
         if m.plain_actor is not None:
             self.optimizers["plain_actor"] = adam(m.plain_actor.parameters(), p.lr)
             self.optimizers["plain_temperature"] = adam([m.plain_log_temperature], p.temperature_lr)
@@ -331,6 +342,9 @@ class Trainer:
             out: dict[str, torch.Tensor] = {}
             if self.step < p.steps:
                 out.update(prior_step(self.model.prior, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
+                if self.model.reference_prior is not None:
+                    batch = self.tensors.sample(p.batch_size, self.generator, rows=self.successful_rows)
+                    out.update(prior_step(self.model.reference_prior, batch, self.optimizers["reference_prior"], "reference_nll"))
             if self.step < o.steps:
                 batch = self.tensors.sample(o.batch_size, self.generator)
                 out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator, bf16))
@@ -348,6 +362,8 @@ class Trainer:
         target_entropy = cfg.policy.target_entropy if cfg.policy.target_entropy is not None else -float(self.spec.act_dim)
         curriculum = cfg.critics.task.curriculum == "ood_weighted"
         self.model.prior.requires_grad_(False)
+        if self.model.reference_prior is not None:
+            self.model.reference_prior.requires_grad_(False)
         self.tensors.cache_prior(self.model.prior, use_bf16(cfg.run.precision))
         self.model.detector.requires_grad_(False)
         o, m, g = self.optimizers, self.model, self.generator

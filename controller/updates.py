@@ -109,9 +109,14 @@ class TrainTensors:
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def sample(self, batch_size: int, generator: torch.Generator, rare_fraction: float = 0.0) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, rare_fraction: float = 0.0,
+               rows: torch.Tensor | None = None) -> Batch:
+        """A uniform batch (from `rows` only, when given), `rare_fraction` of it from the approaches to accidents."""
         n_rare = int(round(rare_fraction * batch_size)) if len(self.rare) else 0
-        idx = torch.randint(0, len(self), (batch_size - n_rare,), generator=generator)
+        if rows is None:
+            idx = torch.randint(0, len(self), (batch_size - n_rare,), generator=generator)
+        else:
+            idx = rows[torch.randint(0, len(rows), (batch_size - n_rare,), generator=generator)]
         if n_rare:
             pick = torch.randint(0, len(self.rare), (n_rare,), generator=generator)
             idx = torch.cat([idx, self.rare[pick]])
@@ -130,13 +135,13 @@ def detector_loss_config(config: Config) -> DetectorLossConfig:
     )
 
 
-def prior_step(prior: MixturePrior, batch: Batch, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Maximum likelihood of the data actions under the mixture prior."""
+def prior_step(prior: MixturePrior, batch: Batch, opt: torch.optim.Optimizer, name: str = "prior_nll") -> dict[str, torch.Tensor]:
+    """Maximum likelihood of the data actions under the mixture prior (metric `name`)."""
     nll = -prior.log_prob(batch.obs, batch.act).mean()
     opt.zero_grad(set_to_none=True)
     nll.backward()
     opt.step()
-    return {"prior_nll": nll.detach()}
+    return {name: nll.detach()}
 
 
 def detector_step(

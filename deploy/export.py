@@ -42,7 +42,7 @@ class Variant:
     use_cost: bool = True
     use_ood: bool = True
     gate_enabled: bool = True
-    proposer: str = "actor"  # actor | plain | bc
+    proposer: str = "actor"  # actor | plain | bc | bc_successful
     description: str = ""
 
 
@@ -53,6 +53,8 @@ ABLATIONS = [
     Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
     Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate"),
     Variant("bc", "policy", proposer="bc", description="behaviour prior's mode (BC), no gate"),
+    Variant("bc_successful", "policy", proposer="bc_successful",
+            description="the reference prior's mode (BC on the successful episodes only), no gate"),
 ]
 BARE_ACTOR = Variant("bare_actor", "policy", description="the constrained actor alone (latency floor)")
 

@@ -57,6 +57,17 @@ class Transitions:
         return int(self.act.shape[1])
 
 
+def successful_episode_rows(transitions: Transitions) -> torch.Tensor:
+    """(N,) bool: the rows of episodes that terminated (not truncated) without any cost.
+
+    On PointNav an episode terminates at the goal or at an accident, so these are the
+    episodes that reached the goal; the gate's reference prior imitates them (gate.reference)."""
+    ids, inverse = torch.unique(transitions.episode, return_inverse=True)
+    cost = torch.zeros(len(ids)).index_add_(0, inverse, transitions.cost.float())
+    terminated = torch.zeros(len(ids)).index_add_(0, inverse, transitions.terminal.float())
+    return ((cost == 0) & (terminated > 0))[inverse]
+
+
 def discounted_returns(transitions: Transitions, gamma: float) -> torch.Tensor:
     """(N,) return-to-go sum_k gamma^k r_{t+k} of each step within its own episode: the
     n-step reward with n = the longest episode. A truncated episode's tail is unknown and

@@ -62,7 +62,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 class BarProgress:
     """Adapts the trainer's progress protocol to one tqdm bar per phase."""
 
-    KEYS = ("prior_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_q_cost", "lambda_cost",
+    KEYS = ("prior_nll", "reference_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_q_cost", "lambda_cost",
             "actor_kl", "updates_per_s")
 
     def __init__(self) -> None:
@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory (runs/<name>)")
-    p.add_argument("--policy", choices=["actor", "plain", "bc"], default="actor",
-                   help="actor: the (KL-constrained) actor; plain: the unconstrained actor; bc: the prior's mode")
+    p.add_argument("--policy", choices=["actor", "plain", "bc", "bc_successful"], default="actor",  # run_policies.POLICIES (torch-free here)
+                   help="actor: the (KL-constrained) actor; plain: the unconstrained actor; bc: the behaviour prior's "
+                        "mode; bc_successful: the mode of the prior fitted to the successful episodes (filtered BC)")
     p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: the run's env.id)")
     p.add_argument("-n", "--episodes", type=int, default=200, help="episodes per env (default 200)")
     p.add_argument("--seed", type=int, default=1000, help="base seed of the evaluation episodes (default 1000)")

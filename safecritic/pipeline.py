@@ -247,6 +247,8 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
                 continue
             if variant.name == "accident_only" and not config.critics.accident.enabled:
                 continue
+            if variant.name == "bc_successful" and not config.policy.prior.fit_successful:
+                continue
             folder = run_dir / "ablations" / variant.name
             timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
             ablation_dirs[variant.name] = folder

@@ -15,7 +15,7 @@ from minari.data_collector import EpisodeBuffer
 from safecritic.configs import DatasetError, load_config
 from safecritic.envs.collect import collect_dataset
 from safecritic.envs.dataset import (Transitions, discounted_returns, load_offline_data, load_transitions, n_step_backups,
-                                     split_by_episode)
+                                     split_by_episode, successful_episode_rows)
 from safecritic.envs.labelers import pointnav_hazard
 from safecritic.envs.minari_io import dataset_dir
 
@@ -173,3 +173,14 @@ def test_n_step_backups_stop_at_the_episode_end():
     assert three.next_obs.flatten().tolist() == [12.0, 12.0, 12.0, 14.0, 14.0, 15.0]
     assert three.terminal.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # truncated: bootstrap
     assert three.discount.tolist() == [0.125, 0.25, 0.5, 0.25, 0.5, 0.5]
+
+
+def test_successful_episode_rows_marks_whole_episodes_that_terminated_without_cost():
+    t = Transitions(
+        obs=torch.zeros(7, 1), act=torch.zeros(7, 1), rew=torch.zeros(7), next_obs=torch.zeros(7, 1),
+        cost=torch.tensor([0, 0, 0, 1, 0, 0, 0.0]),  # episode 1 crashes
+        terminal=torch.tensor([0, 1, 0, 1, 0, 0, 0.0]),  # episode 2 is truncated
+        timeout=torch.tensor([0, 0, 0, 0, 0, 0, 1.0]),
+        episode=torch.tensor([0, 0, 1, 1, 2, 2, 2]), behavior=torch.full((7,), -1),
+    )
+    assert successful_episode_rows(t).tolist() == [True, True, False, False, False, False, False]

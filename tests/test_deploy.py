@@ -20,7 +20,9 @@ from safecritic.controller.training import load_trained
 from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
 from safecritic.deploy.export import parity
 from safecritic.deploy.runtime import ArtifactError, ObservationError, load
-from safecritic.envs.dataset import load_offline_data
+from safecritic.configs.errors import ConfigError
+from safecritic.controller.model import SafeCriticModel
+from safecritic.envs.dataset import load_offline_data, successful_episode_rows
 from safecritic.pipeline import export
 
 from conftest import SMOKE
@@ -200,20 +202,49 @@ def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observa
     assert not (tmp_path / "x").exists()
 
 
-def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observations):
-    """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_beta(a|s)."""
+@pytest.mark.parametrize("reference", ["successful", "behaviour"])
+def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observations, reference):
+    """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_ref(a|s), and the
+    prior candidates are pi_ref's means: the successful episodes' prior, or pi_beta itself."""
     config, model, _ = load_trained(smoke_run)
-    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0})
+    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0, "reference": reference})
     ctrl = GatedController(model, gate, use_ood=False)
     action, rec = ctrl(observations)
     x = model.normalize_obs(observations)
     cands = ctrl.candidates(x)
+    pi_ref = model.reference_prior if reference == "successful" else model.prior
+    k = gate.policy_candidates
+    torch.testing.assert_close(cands[k : k + pi_ref.components], pi_ref.candidates(x).transpose(0, 1))
     q_r = model.critic(x, cands)[0].min(0).values
-    score = q_r + 2.0 * model.prior.log_prob(x, cands)
+    score = q_r + 2.0 * pi_ref.log_prob(x, cands)
     best = score.argmax(0)
     torch.testing.assert_close(rec[:, 1], q_r.gather(0, best.view(1, -1))[0])
     scripted = torch.jit.script(ctrl)
     assert parity(ctrl, scripted, observations) <= 1e-5
+
+
+def test_reference_prior_is_fitted_to_the_successful_episodes_only(smoke_run):
+    """pi_ref and pi_beta differ (two fits), and pi_ref rates the successful episodes' actions
+    higher, relative to pi_beta, than the other episodes' actions."""
+    config, model, _ = load_trained(smoke_run)
+    data = load_offline_data(config.data)
+    mask = successful_episode_rows(data.train)
+    assert 0 < int(mask.sum()) < len(mask)
+    x, a = model.normalize_obs(data.train.obs), model.to_unit_action(data.train.act)
+    with torch.no_grad():
+        gain = model.reference_prior.log_prob(x, a) - model.prior.log_prob(x, a)
+    assert gain[mask].mean() > gain[~mask].mean() + 1.0
+
+
+def test_reference_needs_the_fitted_prior(smoke_run):
+    """gate.reference=successful without pi_ref is refused, in the config and at export, with the fix named."""
+    with pytest.raises(ConfigError, match="fit_successful"):
+        load_config(None, ["policy.prior.fit_successful=false"])
+    config, model, _ = load_trained(smoke_run)
+    bare = SafeCriticModel(config.model_copy(update={"policy": config.policy.model_copy(update={
+        "prior": config.policy.prior.model_copy(update={"fit_successful": False})})}), model.spec)
+    with pytest.raises(ValueError, match="gate.reference=behaviour"):
+        GatedController(bare, config.gate)
 
 
 def test_gate_ood_score_is_the_models_with_the_prior_term(smoke_run, observations):
