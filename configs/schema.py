@@ -304,6 +304,11 @@ class ConstraintsConfig(StrictModel):
     cost_lr: float = Field(0.5, gt=0.0, le=1e4, description="Step of lambda_C per unit of violation.")
     cost_init: float = Field(0.0, ge=0.0, description="Initial lambda_C.")
     kl_limit: float = Field(2.0, ge=0.0, le=1e3, description="delta: budget on KL(pi || pi_beta) in nats, estimated by samples.")
+    kl_prior: Literal["behaviour", "successful"] = Field(
+        "behaviour",
+        description="The prior of the KL term: 'behaviour' pi_beta (all the data, the critics' support); 'successful' "
+        "pi_ref (policy.prior.fit_successful), the gate's reference, so that the actor proposes what the gate ranks.",
+    )
     kl_lr: float = Field(0.01, gt=0.0, le=1e4, description="Step of beta per nat of violation.")
     kl_init: float = Field(0.1, ge=0.0, description="Initial beta.")
     kl_max: float = Field(100.0, gt=0.0, le=1e6, description="Cap on beta.")
@@ -457,6 +462,9 @@ class Config(StrictModel):
         if self.gate.reference == "successful" and not self.policy.prior.fit_successful:
             raise ValueError("gate.reference=successful ranks by pi_ref, which policy.prior.fit_successful=false does not "
                              "train: set gate.reference=behaviour, or fit_successful=true before training")
+        if self.policy.constraints.kl_prior == "successful" and not self.policy.prior.fit_successful:
+            raise ValueError("policy.constraints.kl_prior=successful needs pi_ref, which policy.prior.fit_successful=false "
+                             "does not train: set kl_prior=behaviour, or fit_successful=true")
         return self
 
     @model_validator(mode="after")

@@ -65,6 +65,7 @@ class SafeCriticModel(nn.Module):
         # pi_ref, the gate's reference behaviour (gate.reference): same shape, fitted to the successful episodes only.
         fit = p.prior.fit_successful
         self.reference_prior = MixturePrior(o, a, p.prior.hidden, p.prior.components) if fit else None
+        self.kl_to_reference = p.constraints.kl_prior == "successful"
         self.detector = OODDetector(o, a, c.ood.hidden, torch.full((o,), -3.0), torch.full((o,), 3.0))
         # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
@@ -92,6 +93,14 @@ class SafeCriticModel(nn.Module):
         k = p.constraints
         self.cost_multiplier = DualVariable(k.cost_init, k.cost_lr, k.cost_max)  # lambda_C
         self.kl_multiplier = DualVariable(k.kl_init, k.kl_lr, k.kl_max)  # beta
+
+    @property
+    def kl_prior(self) -> MixturePrior:
+        """The prior of the actor's KL term (policy.constraints.kl_prior): pi_beta or pi_ref."""
+        if self.kl_to_reference:
+            assert self.reference_prior is not None  # the schema requires policy.prior.fit_successful
+            return self.reference_prior
+        return self.prior
 
     def ood_score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """The OOD score the gate thresholds (higher: further from the data); obs [..., B, D], act [..., B, A]."""

@@ -364,7 +364,7 @@ class Trainer:
         self.model.prior.requires_grad_(False)
         if self.model.reference_prior is not None:
             self.model.reference_prior.requires_grad_(False)
-        self.tensors.cache_prior(self.model.prior, use_bf16(cfg.run.precision))
+        self.tensors.cache_prior(self.model.prior, use_bf16(cfg.run.precision), kl_prior=self.model.kl_prior)
         self.model.detector.requires_grad_(False)
         o, m, g = self.optimizers, self.model, self.generator
         constrained = cfg.policy.constraints.enabled

@@ -53,11 +53,11 @@ class Batch:
     n_step: NStep | None = None
     # pi_beta's parameters at obs and next_obs, read from TrainTensors' cache (None: computed
     # by the caller from the prior, as during the prior's own training).
-    prior: PriorParams | None = None
+    prior: PriorParams | None = None  # the KL term's prior (policy.constraints.kl_prior) at obs
     prior_next: PriorParams | None = None
 
     def prior_log_prob(self, prior: MixturePrior, act: torch.Tensor) -> torch.Tensor:
-        """log pi_beta(act | obs), from the cached parameters where present."""
+        """log prior(act | obs), from the cached parameters where present (the cache holds the KL term's prior)."""
         return prior.log_density(*self.prior, act) if self.prior is not None else prior.log_prob(self.obs, act)
 
     def prior_next_candidates(self, prior: MixturePrior) -> torch.Tensor:
@@ -89,22 +89,23 @@ class TrainTensors:
         self.prior_obs: PriorParams | None = None
         self.prior_next_obs: PriorParams | None = None
 
-    def cache_prior(self, prior: MixturePrior, bf16: bool, chunk: int = 4096) -> None:
+    def cache_prior(self, prior: MixturePrior, bf16: bool, chunk: int = 4096, kl_prior: MixturePrior | None = None) -> None:
         """Compute pi_beta's parameters at every state and next state once. The prior is frozen
         after pretraining and the critic phase needs them twice per update (the actor's KL
-        term, the safest backup's candidates): ~0.7 of ~14 ms per update, 2 cores.
+        term, the safest backup's candidates): ~0.7 of ~14 ms per update, 2 cores. At the
+        states, the KL term's prior (`kl_prior`, default pi_beta) is cached instead.
 
         Each in the precision its user computed it in before the cache, so training stays
         bit-identical: the KL term in fp32, the backup's candidates under the critic step's
         autocast (`bf16`)."""
-        def params(x: torch.Tensor) -> PriorParams:
-            parts = [prior.params(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+        def params(of: MixturePrior, x: torch.Tensor) -> PriorParams:
+            parts = [of.params(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
             return PriorParams(*(torch.cat(p) for p in zip(*parts)))
 
         with torch.no_grad():
-            self.prior_obs = params(self.obs)
+            self.prior_obs = params(kl_prior if kl_prior is not None else prior, self.obs)
             with autocast(bf16):
-                self.prior_next_obs = params(self.next_obs)
+                self.prior_next_obs = params(prior, self.next_obs)
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -334,7 +335,7 @@ def actor_step(
             if u.terms.cost_weight is not None:
                 loss = loss + u.terms.cost_weight * q_cost[i]
         if u.terms.kl_weight is not None:
-            kl = logp - batch.prior_log_prob(model.prior, act)
+            kl = logp - batch.prior_log_prob(model.kl_prior, act)
             loss = loss + u.terms.kl_weight * kl
             out[f"{p}_kl"] = kl.mean().detach()
         losses.append(loss.mean())

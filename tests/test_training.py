@@ -10,6 +10,7 @@ import torch
 from safecritic.configs import RunError, load_config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.training import Trainer, TrainingDiverged, fit_ood_prior_scale, load_checkpoint, load_trained
+from safecritic.critics.cpu import autocast, use_bf16
 from safecritic.envs.dataset import load_offline_data
 from safecritic.pipeline import check_run_dir, train
 
@@ -241,6 +242,25 @@ def test_critic_phase_reads_the_frozen_priors_parameters_from_a_cache(smoke_data
         torch.testing.assert_close(uncached.prior_next_candidates(prior), prior.candidates(batch.next_obs))
     trainer.update_step()  # the critic phase fills the cache itself
     assert tensors.prior_obs.log_w.shape == (len(tensors), config.policy.prior.components)
+
+
+def test_kl_prior_successful_regularises_the_actor_towards_pi_ref(smoke_dataset):
+    """policy.constraints.kl_prior=successful: the KL term reads pi_ref at the states, while
+    the critics' backup candidates at the next states stay pi_beta's."""
+    config = load_config(SMOKE, ["policy.constraints.kl_prior=successful"])
+    trainer = Trainer(config, load_offline_data(config.data), "unused")
+    model, tensors = trainer.model, trainer.tensors
+    assert model.kl_prior is model.reference_prior
+    trainer.update_step()  # fills the cache
+    batch = tensors.sample(64, torch.Generator().manual_seed(0))
+    act = torch.rand(64, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(batch.prior_log_prob(model.kl_prior, act), model.reference_prior.log_prob(batch.obs, act))
+        assert not torch.allclose(batch.prior_log_prob(model.kl_prior, act), model.prior.log_prob(batch.obs, act))
+        with autocast(use_bf16(config.run.precision)):  # the next states' cache is computed as the backup used it
+            expected = model.prior.candidates(batch.next_obs)
+        torch.testing.assert_close(batch.prior_next_candidates(model.prior), expected)
+    assert load_config(SMOKE).policy.constraints.kl_prior == "behaviour"
 
 
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
