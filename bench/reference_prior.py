@@ -37,6 +37,12 @@ def episode_rows(train: Transitions, which: str) -> torch.Tensor:
         return torch.ones(len(train), dtype=torch.bool)
     if which == "successful":
         return successful_episode_rows(train)
+    if which == "successful_fast":  # the successful episodes with the higher reward per step (upper half)
+        ids, inverse = torch.unique(train.episode, return_inverse=True)
+        ok = torch.zeros(len(ids), dtype=torch.bool).index_fill_(0, inverse[successful_episode_rows(train)], True)
+        ret = torch.zeros(len(ids)).index_add_(0, inverse, train.rew.float())
+        rate = ret / torch.bincount(inverse, minlength=len(ids)).float()
+        return (ok & (rate >= rate[ok].median()))[inverse]
     ids, inverse = torch.unique(train.episode, return_inverse=True)
     cost = torch.zeros(len(ids)).index_add_(0, inverse, train.cost.float())
     return (cost == 0)[inverse]
@@ -45,7 +51,7 @@ def episode_rows(train: Transitions, which: str) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--episodes", choices=["all", "successful", "cost_free"], default="successful")
+    parser.add_argument("--episodes", choices=["all", "successful", "successful_fast", "cost_free"], default="successful")
     parser.add_argument("--start-share", type=float, default=0.0, help="share of each batch drawn from episode starts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
