@@ -339,9 +339,9 @@ class GateConfig(StrictModel):
     policy_candidates: int = Field(16, ge=1, le=1024, description="Policy mean + this-1 fixed standard-normal offsets scaled by the policy std.")
     offset_scale: float = Field(1.0, gt=0.0, le=10.0, description="Offsets in units of the policy's std.")
     prior_candidates: bool = Field(True, description="Add the reference prior's component means as candidates.")
-    # 'successful': measured on PointNav (same critics), success 92.0-95.0% -> 98.0-99.0% on three
-    # episode sets; the random walk's share of the data made the all-data prior imitate
-    # creeping at low speed (docs/design-notes.md, "Whom the gate imitates").
+    # 'successful': measured on PointNav (same critics, pi_ref refitted), success 87.0-91.5% -> 97.5-99.5%
+    # on three episode sets; the random walk's share of the data made the all-data prior
+    # imitate creeping at low speed (docs/design-notes.md, "Whom the gate imitates").
     reference: Literal["behaviour", "successful"] = Field(
         "successful",
         description="Whose actions the gate proposes (prior candidates) and ranks by typicality (prior_weight): "
