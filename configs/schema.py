@@ -284,7 +284,8 @@ class PriorConfig(StrictModel):
         True,
         description="Also fit pi_ref, a mixture of the same shape on the training episodes that terminated (not "
         "truncated) without any cost (PointNav: reached the goal): the gate's reference behaviour (gate.reference) "
-        "and the bc_successful ablation. Costs a second prior's pretraining (~25 s on 2 cores by default).",
+        "and the bc_successful ablation. Costs a second prior's pretraining (~20 s on 2 cores by default); its batches come "
+        "from a generator of its own, so every other network trains the same with or without it.",
     )
 
 

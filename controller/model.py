@@ -62,10 +62,6 @@ class SafeCriticModel(nn.Module):
         self.register_buffer("act_low", torch.tensor(spec.act_low, dtype=torch.float32))
         self.register_buffer("act_high", torch.tensor(spec.act_high, dtype=torch.float32))
         self.prior = MixturePrior(o, a, p.prior.hidden, p.prior.components)
-        # pi_ref, the gate's reference behaviour (gate.reference): same shape, fitted to the successful episodes only.
-        fit = p.prior.fit_successful
-        self.reference_prior = MixturePrior(o, a, p.prior.hidden, p.prior.components) if fit else None
-        self.kl_to_reference = p.constraints.kl_prior == "successful"
         self.detector = OODDetector(o, a, c.ood.hidden, torch.full((o,), -3.0), torch.full((o,), 3.0))
         # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
@@ -93,6 +89,11 @@ class SafeCriticModel(nn.Module):
         k = p.constraints
         self.cost_multiplier = DualVariable(k.cost_init, k.cost_lr, k.cost_max)  # lambda_C
         self.kl_multiplier = DualVariable(k.kl_init, k.kl_lr, k.kl_max)  # beta
+        # pi_ref, the gate's reference behaviour (gate.reference): pi_beta's shape, fitted to the successful
+        # episodes only. Built last, so that its initialisation draws leave every other network's unchanged.
+        fit = p.prior.fit_successful
+        self.reference_prior = MixturePrior(o, a, p.prior.hidden, p.prior.components) if fit else None
+        self.kl_to_reference = p.constraints.kl_prior == "successful"
 
     @property
     def kl_prior(self) -> MixturePrior:

@@ -40,6 +40,7 @@ from safecritic.critics.csc import cost_q_max
 from safecritic.envs.dataset import NormStats, OfflineData, discounted_returns, n_step_backups, successful_episode_rows
 
 CHECKPOINT_FORMAT = 1
+REFERENCE_SEED_OFFSET = 1  # pi_ref's batch generator: run.seed + this (any fixed offset: a stream apart from the main one)
 PHASES = ("pretrain", "critic", "done")
 
 
@@ -217,6 +218,9 @@ class Trainer:
             self.optimizers["plain_actor"] = adam(m.plain_actor.parameters(), p.lr)
             self.optimizers["plain_temperature"] = adam([m.plain_log_temperature], p.temperature_lr)
         self.generator = torch.Generator().manual_seed(self.config.run.seed)
+        # pi_ref's batches come from a generator of their own, so that fitting pi_ref leaves every
+        # other network's training bit-identical to a run without it (policy.prior.fit_successful).
+        self.reference_generator = torch.Generator().manual_seed(self.config.run.seed + REFERENCE_SEED_OFFSET)
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
         self.calibration: dict[str, float] = {}
         self.timings: dict[str, float] = {}
@@ -232,6 +236,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "generator": self.generator.get_state(),
+            "reference_generator": self.reference_generator.get_state(),
             "dataset_sha256": self.data.info.sha256,
             "calibration": self.calibration,
             "timings": self.timings,
@@ -251,6 +256,8 @@ class Trainer:
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.generator.set_state(state["generator"])
+        if "reference_generator" in state:  # checkpoints from before pi_ref have none (and no pi_ref to fit)
+            self.reference_generator.set_state(state["reference_generator"])
         self.phase, self.step, self.metrics_lines = state["phase"], state["step"], state["metrics_lines"]
         self.calibration, self.timings = dict(state["calibration"]), dict(state["timings"])
         # Forget metrics written after this checkpoint: they will be written again.
@@ -343,7 +350,7 @@ class Trainer:
             if self.step < p.steps:
                 out.update(prior_step(self.model.prior, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
                 if self.model.reference_prior is not None:
-                    batch = self.tensors.sample(p.batch_size, self.generator, rows=self.successful_rows)
+                    batch = self.tensors.sample(p.batch_size, self.reference_generator, rows=self.successful_rows)
                     out.update(prior_step(self.model.reference_prior, batch, self.optimizers["reference_prior"], "reference_nll"))
             if self.step < o.steps:
                 batch = self.tensors.sample(o.batch_size, self.generator)

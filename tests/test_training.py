@@ -263,6 +263,20 @@ def test_kl_prior_successful_regularises_the_actor_towards_pi_ref(smoke_dataset)
     assert load_config(SMOKE).policy.constraints.kl_prior == "behaviour"
 
 
+def test_fitting_pi_ref_leaves_the_other_networks_training_unchanged(tmp_path, smoke_dataset):
+    """pi_ref is built last and draws its batches from its own generator: with or without it,
+    pi_beta, the detector, the critics and the actors end the same bits."""
+    states = []
+    for extra in ([], ["policy.prior.fit_successful=false", "gate.reference=behaviour"]):
+        config = load_config(SMOKE, ["train.steps=20", *extra])
+        trainer = Trainer(config, load_offline_data(config.data), tmp_path / str(len(extra)))
+        trainer.run()
+        states.append({k: v for k, v in trainer.model.state_dict().items() if not k.startswith("reference_prior.")})
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
