@@ -10,6 +10,7 @@ actor, OOD detector and its threshold, pi_beta) unchanged: the gate's candidates
 change and nothing else, so a comparison isolates whom the gate imitates. Subsets: all
 (pi_beta's data), successful (terminated without any cost: the default's), cost_free (no cost,
 timeouts included). `--start-share` draws that share of each batch from episode starts.
+Writes OUT/reference_prior.json and prints each prior's NLL on the held-out test episodes.
 docs/design-notes.md, "Whom the gate imitates", has the measured table.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.configs.fileio import atomic_torch_save  # noqa: E402
 from safecritic.controller.policies import MixturePrior  # noqa: E402
@@ -60,12 +62,13 @@ def main() -> None:
     if model.reference_prior is None:
         raise SystemExit(f"{args.run_dir} has no reference prior (policy.prior.fit_successful: false); nothing to refit")
     torch.set_num_threads(config.run.threads)
-    train = load_offline_data(config.data).train
-    rows = episode_rows(train, args.episodes)
-    keep = torch.nonzero(rows).flatten()
+    data = load_offline_data(config.data)
+    train = data.train
+    rows_mask = episode_rows(train, args.episodes)
+    keep = torch.nonzero(rows_mask).flatten()
     first = torch.ones(len(train), dtype=torch.bool)
     first[1:] = train.episode[1:] != train.episode[:-1]
-    starts = torch.nonzero(first & rows).flatten()
+    starts = torch.nonzero(first & rows_mask).flatten()
     with torch.no_grad():
         obs, act = model.normalize_obs(train.obs), model.to_unit_action(train.act)
     p = config.policy.prior
@@ -83,7 +86,22 @@ def main() -> None:
     shutil.copy(src.config, dst.config)
     state["model"].update({f"reference_prior.{k}": v for k, v in prior.state_dict().items()})
     atomic_torch_save(dst.checkpoint, state)
-    print(f"{args.out}: pi_ref refitted on {args.episodes} episodes ({int(first[rows].sum())} episodes, "
+    # How each pi_ref fits the held-out episodes it was meant to imitate, and all of them.
+    test = data.test
+    rows = []
+    if len(test):
+        ok = successful_episode_rows(test)
+        with torch.no_grad():
+            x, a = model.normalize_obs(test.obs), model.to_unit_action(test.act)
+            for name, net in (("refitted pi_ref", prior), ("the run's pi_ref", model.reference_prior), ("pi_beta", model.prior)):
+                nll = -net.log_prob(x, a)
+                rows.append({"prior": name, "test_nll_successful": float(nll[ok].mean()), "test_nll_all": float(nll.mean())})
+    write_json(dst.root / "reference_prior.json", {
+        "machine": machine(), "run_dir": str(args.run_dir), "episodes": args.episodes, "start_share": args.start_share,
+        "fitted_episodes": int(first[rows_mask].sum()), "fitted_transitions": len(keep), "test_nll": rows})
+    print(markdown_table(["prior", "test NLL, successful episodes", "test NLL, all episodes"],
+                         [[r["prior"], f"{r['test_nll_successful']:.3f}", f"{r['test_nll_all']:.3f}"] for r in rows]))
+    print(f"{args.out}: pi_ref refitted on {args.episodes} episodes ({int(first[rows_mask].sum())} episodes, "
           f"{len(keep)} transitions, start share {args.start_share}); export it with: safecritic export {args.out}")
 
 
