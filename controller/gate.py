@@ -142,40 +142,38 @@ class GatedController(nn.Module):
         finite = torch.isfinite(obs).all(dim=1)
         x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
         # One pass of pi_ref serves its candidates and its density (prior_weight); pi_beta's
-        # (the OOD term) is the same pass unless gate.reference gives them different networks.
+        # (the OOD term) rides along as a second row of every prior op when gate.reference gives
+        # them different networks: [P, ...] with P = 1 (pi_ref) or 2 (pi_ref, pi_beta).
         if self.fused:
             out = self.policy_pass(x)  # [2 or 3, B, width]: actor, pi_ref (, pi_beta)
             actor_out = self.actor.from_output(out[0].narrow(-1, 0, self.actor_width))
-            log_w, prior_mean, prior_log_std = self.reference.params_from_output(out[1].narrow(-1, 0, self.prior_width))
-            if self.support_pass:
-                beta_w, beta_mean, beta_log_std = self.prior.params_from_output(out[2].narrow(-1, 0, self.prior_width))
-            else:
-                beta_w, beta_mean, beta_log_std = log_w, prior_mean, prior_log_std
+            # Both priors have pi_ref's shape and parameterisation, so one call maps both outputs.
+            p_w, p_mean, p_log_std = self.reference.params_from_output(out[1:].narrow(-1, 0, self.prior_width))
         else:
             actor_out = self.actor(x)
-            log_w, prior_mean, prior_log_std = self.reference.params(x)
+            r_w, r_mean, r_log_std = self.reference.params(x)
             if self.support_pass:
-                beta_w, beta_mean, beta_log_std = self.prior.params(x)
+                b_w, b_mean, b_log_std = self.prior.params(x)
+                p_w, p_mean, p_log_std = (torch.stack([r_w, b_w]), torch.stack([r_mean, b_mean]),
+                                          torch.stack([r_log_std, b_log_std]))
             else:
-                beta_w, beta_mean, beta_log_std = log_w, prior_mean, prior_log_std
-        cands = self._candidates_from(actor_out, prior_mean)
+                p_w, p_mean, p_log_std = r_w.unsqueeze(0), r_mean.unsqueeze(0), r_log_std.unsqueeze(0)
+        cands = self._candidates_from(actor_out, p_mean[0])
         k = cands.shape[0]
         # The (s, a) rows, assembled once for the critics and the detector (fp32 outputs in either precision).
         pairs = pair_inputs(x, cands).to(self.value_dtype)
         q_task, cost_logits = self.critic.from_pairs(pairs, k, b)
         q_r = q_task.min(dim=0).values  # [K, B]: pessimistic about return
         score = q_r
-        if self.prior_weight > 0.0 or (self.ood_prior_scale > 0.0 and not self.support_pass):
-            log_prior = self.reference.log_density(log_w, prior_mean, prior_log_std, cands)
+        if self.prior_weight > 0.0 or self.ood_prior_scale > 0.0:
+            density = self.reference.log_density(p_w.unsqueeze(1), p_mean.unsqueeze(1), p_log_std.unsqueeze(1), cands)
+            log_prior, log_beta = density[0], density[-1]  # [K, B] each; the same row when pi_ref is pi_beta
         else:
             log_prior = torch.zeros_like(q_r)
+            log_beta = log_prior
         if self.prior_weight > 0.0:
             # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_ref (one fused op).
             score = torch.add(q_r, log_prior, alpha=self.prior_weight)
-        if self.support_pass:
-            log_beta = self.prior.log_density(beta_w, beta_mean, beta_log_std, cands)
-        else:
-            log_beta = log_prior  # pi_ref is pi_beta (or the term is off)
         if cost_logits is not None:
             # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk
