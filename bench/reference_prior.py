@@ -30,7 +30,7 @@ from safecritic.configs.fileio import atomic_torch_save  # noqa: E402
 from safecritic.controller.policies import MixturePrior  # noqa: E402
 from safecritic.controller.training import RunPaths, adam, load_trained  # noqa: E402
 from safecritic.controller.updates import Batch, prior_step  # noqa: E402
-from safecritic.envs.dataset import Transitions, load_offline_data, successful_episode_rows  # noqa: E402
+from safecritic.envs.dataset import Transitions, episode_sums, load_offline_data, successful_episode_rows  # noqa: E402
 
 
 def episode_rows(train: Transitions, which: str) -> torch.Tensor:
@@ -40,13 +40,11 @@ def episode_rows(train: Transitions, which: str) -> torch.Tensor:
     if which == "successful":
         return successful_episode_rows(train)
     if which == "successful_fast":  # the successful episodes with the higher reward per step (upper half)
-        ids, inverse = torch.unique(train.episode, return_inverse=True)
-        ok = torch.zeros(len(ids), dtype=torch.bool).index_fill_(0, inverse[successful_episode_rows(train)], True)
-        ret = torch.zeros(len(ids)).index_add_(0, inverse, train.rew.float())
-        rate = ret / torch.bincount(inverse, minlength=len(ids)).float()
+        ok = episode_sums(train, successful_episode_rows(train))[0] > 0
+        ret, inverse = episode_sums(train, train.rew)
+        rate = ret / episode_sums(train, torch.ones(len(train)))[0]
         return (ok & (rate >= rate[ok].median()))[inverse]
-    ids, inverse = torch.unique(train.episode, return_inverse=True)
-    cost = torch.zeros(len(ids)).index_add_(0, inverse, train.cost.float())
+    cost, inverse = episode_sums(train, train.cost)
     return (cost == 0)[inverse]
 
 

@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from pydantic import ValidationError
@@ -44,17 +44,25 @@ class Variant:
     gate_enabled: bool = True
     proposer: str = "actor"  # actor | plain | bc | bc_successful
     description: str = ""
+    # Whether a run trained with this config has what the variant needs (None: every run).
+    requires: Callable[[Config], bool] | None = None
+
+    def available(self, config: Config) -> bool:
+        return self.requires is None or self.requires(config)
 
 
 FULL = Variant("gated", "gated", description="policy + accident critic + OOD detector + fallback")
 ABLATIONS = [
     Variant("gate_off", "gated", gate_enabled=False, description="the constrained policy's mean, no veto"),
-    Variant("accident_only", "gated", use_ood=False, description="veto by the accident critic only"),
+    Variant("accident_only", "gated", use_ood=False, description="veto by the accident critic only",
+            requires=lambda c: c.critics.accident.enabled),
     Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
-    Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate"),
+    Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate",
+            requires=lambda c: c.policy.plain_actor),
     Variant("bc", "policy", proposer="bc", description="behaviour prior's mode (BC), no gate"),
     Variant("bc_successful", "policy", proposer="bc_successful",
-            description="the reference prior's mode (BC on the successful episodes only), no gate"),
+            description="the reference prior's mode (BC on the successful episodes only), no gate",
+            requires=lambda c: c.policy.prior.fit_successful),
 ]
 BARE_ACTOR = Variant("bare_actor", "policy", description="the constrained actor alone (latency floor)")
 

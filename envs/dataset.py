@@ -57,14 +57,20 @@ class Transitions:
         return int(self.act.shape[1])
 
 
+def episode_sums(transitions: Transitions, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-episode sums of a per-row quantity [E] (episodes in id order), and each row's episode index [N]:
+    `sums[inverse]` spreads an episode's total back over its rows."""
+    ids, inverse = torch.unique(transitions.episode, return_inverse=True)
+    return torch.zeros(len(ids)).index_add_(0, inverse, values.float()), inverse
+
+
 def successful_episode_rows(transitions: Transitions) -> torch.Tensor:
     """(N,) bool: the rows of episodes that terminated (not truncated) without any cost.
 
     On PointNav an episode terminates at the goal or at an accident, so these are the
     episodes that reached the goal; the gate's reference prior imitates them (gate.reference)."""
-    ids, inverse = torch.unique(transitions.episode, return_inverse=True)
-    cost = torch.zeros(len(ids)).index_add_(0, inverse, transitions.cost.float())
-    terminated = torch.zeros(len(ids)).index_add_(0, inverse, transitions.terminal.float())
+    cost, inverse = episode_sums(transitions, transitions.cost)
+    terminated, _ = episode_sums(transitions, transitions.terminal)
     return ((cost == 0) & (terminated > 0))[inverse]
 
 

@@ -242,13 +242,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     timed("export", lambda: export(run_dir, artifact, loaded=loaded))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:
-        for variant in ABLATIONS:
-            if variant.name == "plain_actor" and not config.policy.plain_actor:
-                continue
-            if variant.name == "accident_only" and not config.critics.accident.enabled:
-                continue
-            if variant.name == "bc_successful" and not config.policy.prior.fit_successful:
-                continue
+        for variant in (v for v in ABLATIONS if v.available(config)):
             folder = run_dir / "ablations" / variant.name
             timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
             ablation_dirs[variant.name] = folder
