@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from safecritic.configs.errors import RunError
 from safecritic.controller.model import SafeCriticModel
 
 POLICIES = ("actor", "plain", "bc", "bc_successful")
@@ -21,9 +22,9 @@ def numpy_policy(model: SafeCriticModel, which: str) -> Callable[[np.ndarray], n
     if which not in POLICIES:
         raise ValueError(f"unknown policy {which!r}; known: {', '.join(POLICIES)}")
     if which == "plain" and model.plain_actor is None:
-        raise ValueError("this run trained no plain actor (policy.plain_actor: false)")
+        raise RunError("this run trained no plain actor (policy.plain_actor: false): choose another --policy")
     if which == "bc_successful" and model.reference_prior is None:
-        raise ValueError("this run trained no reference prior (policy.prior.fit_successful: false)")
+        raise RunError("this run trained no reference prior (policy.prior.fit_successful: false): choose another --policy")
     model.eval()
 
     @torch.no_grad()

@@ -45,7 +45,7 @@ def test_run_dir_holds_config_metrics_checkpoint_and_summary(trained_smoke):
 def test_accident_critic_overestimates_off_the_data(trained_smoke):
     """DESIGN.md's sign test: after training, mean Q_C on uniform actions >= on dataset actions."""
     run_dir, _ = trained_smoke
-    config, model, _ = load_trained(run_dir)
+    _, model, _ = load_trained(run_dir)
     data = load_offline_data(config.data)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -275,6 +275,24 @@ def test_fitting_pi_ref_leaves_the_other_networks_training_unchanged(tmp_path, s
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_rollout_of_a_policy_the_run_did_not_train_is_refused_clearly(trained_smoke, capsys):
+    """`rollout --policy plain|bc_successful` on a run without that network: a RunError naming the setting
+    (the CLI prints it as one line), while a run that has pi_ref rolls bc_successful out."""
+    from safecritic.cli import main
+    from safecritic.controller.run_policies import numpy_policy
+
+    run_dir, _ = trained_smoke
+    _, model, _ = load_trained(run_dir)
+    bare_config = load_config(SMOKE, ["policy.plain_actor=false", "policy.prior.fit_successful=false",
+                                      "gate.reference=behaviour"])
+    bare = SafeCriticModel(bare_config, model.spec)
+    for which, setting in (("plain", "policy.plain_actor"), ("bc_successful", "policy.prior.fit_successful")):
+        with pytest.raises(RunError, match=setting):
+            numpy_policy(bare, which)
+    capsys.readouterr()
+    assert main(["rollout", str(run_dir), "--policy", "bc_successful", "-n", "1"]) == 0  # the smoke run has pi_ref
 
 
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
