@@ -45,7 +45,7 @@ def test_run_dir_holds_config_metrics_checkpoint_and_summary(trained_smoke):
 def test_accident_critic_overestimates_off_the_data(trained_smoke):
     """DESIGN.md's sign test: after training, mean Q_C on uniform actions >= on dataset actions."""
     run_dir, _ = trained_smoke
-    _, model, _ = load_trained(run_dir)
+    config, model, _ = load_trained(run_dir)
     data = load_offline_data(config.data)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
