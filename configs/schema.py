@@ -140,8 +140,13 @@ class TaskCriticConfig(StrictModel):
     backup_entropy: bool = Field(False, description="Subtract temperature * log pi in the backup (CORL's default: off).")
     # d3rlpy's CQL (soft_q_backup=False, its default) backs up Q(s', tanh(mu(s'))) with no
     # entropy term; CORL and the CQL paper's SAC backup take a sampled a' ~ pi(s').
-    backup_action: Literal["sample", "mean"] = Field(
-        "sample", description="Next action of Q_R's backup: a' ~ pi(s') ('sample') or the policy's mean ('mean', d3rlpy's default).")
+    # 'reference': one-step offline RL (Brandfonbrener et al. 2021, "Offline RL without off-policy
+    # evaluation"): Q_R evaluates the gate's reference behaviour, and the gate's ranking is one
+    # step of policy improvement over it.
+    backup_action: Literal["sample", "mean", "reference"] = Field(
+        "sample", description="Next action of Q_R's backup: a' ~ pi(s') ('sample'), the policy's mean ('mean', "
+        "d3rlpy's default), or pi_ref's mode ('reference': Q_R values following the successful episodes' "
+        "behaviour, policy.prior.fit_successful; one-step targets only).")
     curriculum: Literal["none", "ood_weighted"] = Field(
         "none", description="'ood_weighted': weight each sampled action's conservative push-down by the OOD detector's probability that it is OOD (the seed proposal's contrastive curriculum)."
     )
@@ -172,7 +177,7 @@ class TaskCriticConfig(StrictModel):
 
     @model_validator(mode="after")
     def _entropy_backup_needs_a_sample(self) -> "TaskCriticConfig":
-        if self.backup_entropy and self.backup_action == "mean":
+        if self.backup_entropy and self.backup_action != "sample":
             raise ValueError("critics.task.backup_entropy needs backup_action 'sample' (log pi of a sampled a'); "
                              "set one of them differently")
         return self
@@ -466,6 +471,14 @@ class Config(StrictModel):
         if self.policy.constraints.kl_prior == "successful" and not self.policy.prior.fit_successful:
             raise ValueError("policy.constraints.kl_prior=successful needs pi_ref, which policy.prior.fit_successful=false "
                              "does not train: set kl_prior=behaviour, or fit_successful=true")
+        task = self.critics.task
+        if task.backup_action == "reference" and not self.policy.prior.fit_successful:
+            raise ValueError("critics.task.backup_action=reference backs up pi_ref's mode, which "
+                             "policy.prior.fit_successful=false does not train: set fit_successful=true, or "
+                             "backup_action=sample")
+        if task.backup_action == "reference" and (task.n_step > 1 or task.gated_backup):
+            raise ValueError("critics.task.backup_action=reference is a one-step backup: set critics.task.n_step=1 "
+                             "and gated_backup=false, or backup_action=sample")
         return self
 
     @model_validator(mode="after")

@@ -220,7 +220,11 @@ def critic_step(
         # modes, safe action). Deterministic and few on purpose: a minimum over many noisy
         # samples drifts optimistic as training goes on.
         mean_action = torch.tanh(mean_next).unsqueeze(0) if safest or c.task.backup_action == "mean" else None
-        next_actions = mean_action if c.task.backup_action == "mean" else pi_next[0][:1]
+        if c.task.backup_action == "reference":  # the schema guarantees pi_ref
+            assert model.reference_prior is not None
+            next_actions = model.reference_prior.mode(batch.next_obs).unsqueeze(0)
+        else:
+            next_actions = mean_action if c.task.backup_action == "mean" else pi_next[0][:1]
         if safest:
             backup = [mean_action, batch.prior_next_candidates(model.prior).transpose(0, 1)]
             if model.safe_action_unit is not None:

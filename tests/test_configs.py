@@ -63,6 +63,15 @@ def test_gated_backup_needs_the_safest_candidates_and_one_step_targets():
     assert load_config(SMOKE, ["critics.task.gated_backup=true"]).critics.task.gated_backup
 
 
+def test_reference_backup_needs_pi_ref_and_one_step_targets():
+    for extra, word in ((["policy.prior.fit_successful=false", "gate.reference=behaviour"], "fit_successful=true"),
+                        (["critics.task.n_step=3"], "n_step=1"), (["critics.task.backup_entropy=true"], "backup_entropy")):
+        with pytest.raises(ConfigError) as err:
+            load_config(SMOKE, ["critics.task.backup_action=reference", *extra])
+        assert "backup_action" in str(err.value) and word in str(err.value)
+    assert load_config(SMOKE, ["critics.task.backup_action=reference"]).critics.task.backup_action == "reference"
+
+
 def test_several_errors_reported_at_once():
     with pytest.raises(ConfigError) as err:
         load_config(SMOKE, ["data.episodes=0", "run.threads=0"])

@@ -130,6 +130,22 @@ def test_mean_action_backup_does_not_depend_on_the_sample():
     assert targets["sample"][0] != targets["sample"][1]
 
 
+def test_reference_backup_values_pi_refs_mode():
+    """critics.task.backup_action=reference (one-step RL): y = r + gamma min_e Q_target(s', mode of pi_ref(s'))."""
+    from safecritic.controller.updates import Batch, critic_step
+
+    config, model, x, opt = _critic_step_setup(["critics.task.backup_action=reference", "run.precision=fp32"])
+    assert model.reference_prior is not None
+    batch = Batch(x, torch.zeros(8, 2), torch.zeros(8), torch.zeros(8), x.flip(0), torch.zeros(8))
+    targets = [float(critic_step(model, batch, opt, config, torch.Generator().manual_seed(s))["q_task_target"]) for s in (1, 2)]
+    with torch.no_grad():
+        q, _ = model.critic_target(x.flip(0), model.reference_prior.mode(x.flip(0)).unsqueeze(0))
+    assert targets[0] == targets[1] == pytest.approx(float(config.critics.gamma * q[:, 0].min(dim=0).values.mean()), rel=1e-5)
+    with torch.no_grad():  # pi_beta's mode is a different action: the target names pi_ref, not any prior
+        q_beta, _ = model.critic_target(x.flip(0), model.prior.mode(x.flip(0)).unsqueeze(0))
+    assert abs(float(config.critics.gamma * q_beta[:, 0].min(dim=0).values.mean()) - targets[0]) > 1e-6
+
+
 def test_mc_lower_bound_lifts_the_target_to_the_datas_return():
     """critics.task.mc_lower_bound: y = max(r + gamma V(s'), G) with G the data's return-to-go."""
     from safecritic.controller.updates import Batch, critic_step
