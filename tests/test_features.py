@@ -8,7 +8,7 @@ import torch
 from safecritic.envs.features import NoFeatures, PointNavFeatures, featurizer_for
 from safecritic.envs.pointnav.task import PointNavParams
 
-# Agent at rest at the origin moving +x at 0.5 m/s, goal 3 m ahead on +x; hazards at (1, 0.2),
+# Agent at the origin moving +x at 0.5 m/s, goal 3 m ahead on +x; hazards at (1, 0.2),
 # (-1, -0.5) and (0, -2), relative to the agent: observation layout of envs/pointnav/task.py.
 OBS = torch.tensor([[0.0, 0.0, 0.5, 0.0, 3.0, 0.0, 1.0, 0.2, -1.0, -0.5, 0.0, -2.0]])
 REACH = PointNavParams().hazard_radius + PointNavParams().agent_radius
