@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from safecritic.critics.networks import MLP, EnsembleMLP, Normalizer
+from safecritic.critics.networks import MLP, EnsembleLinear, EnsembleMLP, NarrowEnsembleLinear, Normalizer
 from safecritic.critics.q_ensemble import QEnsemble
 
 
@@ -39,6 +39,21 @@ def test_ensemble_equals_separate_mlps_forward_and_backward():
     for e, mlp in enumerate(mlps):
         first = [m for m in mlp.net if isinstance(m, nn.Linear)][0]
         torch.testing.assert_close(ens.linears[0].weight.grad[e], first.weight.grad.T, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_head_computes_the_same_map_and_scripts():
+    """The gate's head layout (NarrowEnsembleLinear) changes the kernel, not the values."""
+    torch.manual_seed(0)
+    ens = EnsembleMLP(2, 5, [16, 8], 2)
+    x = torch.randn(30, 5)
+    before = ens(x).detach()
+    ens.use_inference_head()
+    assert isinstance(ens.head, NarrowEnsembleLinear) and (ens.head.in_dim, ens.head.out_dim) == (8, 2)
+    torch.testing.assert_close(ens(x), before, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.jit.script(ens)(x), before, rtol=1e-6, atol=1e-6)
+    ens.use_inference_head()  # idempotent: already swapped
+    assert not isinstance(ens.head, EnsembleLinear)
+    assert ens.flops_per_row() == 2 * 2 * (5 * 16 + 16 * 8 + 8 * 2)
 
 
 def test_members_are_initialised_independently():
