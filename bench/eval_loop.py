@@ -39,6 +39,9 @@ class LockstepLoop:
         self.envs = [make_env(env_id) for _ in range(n_envs)]
         self.obs = np.stack([e.reset(seed=i)[0] for i, e in enumerate(self.envs)])
         self.policy, self.rng = policy, np.random.default_rng(0)
+        self.reset_totals()
+
+    def reset_totals(self) -> None:
         self.steps, self.seconds, self.policy_seconds = 0, 0.0, 0.0
 
     def run(self, steps: int) -> None:
@@ -68,9 +71,9 @@ def measure(env_id: str, n_envs: int, steps: int, rounds: int, controller) -> di
     raw = LockstepLoop(env_id, n_envs, lambda o, rng: rng.uniform(-1, 1, size=(len(o), 2)).astype(np.float32))
     looped = LockstepLoop(env_id, n_envs, lambda o, rng: controller.act(o)[0])
     single = LockstepLoop(env_id, 1, lambda o, rng: controller.act(o)[0])
-    raw.run(n_envs), looped.run(n_envs)  # warm-up: first calls allocate
-    raw.steps = raw.seconds = raw.policy_seconds = 0
-    looped.steps = looped.seconds = looped.policy_seconds = 0
+    for loop in (raw, looped, single):  # warm-up (first calls allocate), not timed
+        loop.run(len(loop.envs))
+        loop.reset_totals()
     block = max(n_envs, steps // rounds)
     for _ in range(rounds):
         raw.run(block)
