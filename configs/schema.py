@@ -468,17 +468,17 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _reference_prior_is_trained(self) -> "Config":
-        if self.gate.reference == "successful" and not self.policy.prior.fit_successful:
-            raise ValueError("gate.reference=successful ranks by pi_ref, which policy.prior.fit_successful=false does not "
-                             "train: set gate.reference=behaviour, or fit_successful=true before training")
-        if self.policy.constraints.kl_prior == "successful" and not self.policy.prior.fit_successful:
-            raise ValueError("policy.constraints.kl_prior=successful needs pi_ref, which policy.prior.fit_successful=false "
-                             "does not train: set kl_prior=behaviour, or fit_successful=true")
         task = self.critics.task
-        if task.backup_action == "reference" and not self.policy.prior.fit_successful:
-            raise ValueError("critics.task.backup_action=reference backs up pi_ref's mode, which "
-                             "policy.prior.fit_successful=false does not train: set fit_successful=true, or "
-                             "backup_action=sample")
+        # Every setting that reads pi_ref, with what to set instead when it is not trained.
+        users = [(setting, instead) for setting, instead, used in (
+            ("gate.reference=successful", "gate.reference=behaviour", self.gate.reference == "successful"),
+            ("policy.constraints.kl_prior=successful", "kl_prior=behaviour", self.policy.constraints.kl_prior == "successful"),
+            ("critics.task.backup_action=reference", "backup_action=sample", task.backup_action == "reference"),
+        ) if used]
+        if users and not self.policy.prior.fit_successful:
+            setting, instead = users[0]
+            raise ValueError(f"{setting} needs pi_ref, which policy.prior.fit_successful=false does not train: "
+                             f"set {instead}, or fit_successful=true before training")
         if task.backup_action == "reference" and (task.n_step > 1 or task.gated_backup):
             raise ValueError("critics.task.backup_action=reference is a one-step backup: set critics.task.n_step=1 "
                              "and gated_backup=false, or backup_action=sample")
