@@ -88,6 +88,9 @@ def read_verified(artifact_dir: str | os.PathLike) -> tuple[dict[str, Any], byte
     manifest_path, controller_path = folder / MANIFEST_FILE, folder / CONTROLLER_FILE
     for path in (manifest_path, controller_path):
         if not path.is_file():
+            if (folder / "artifact" / MANIFEST_FILE).is_file():  # a run directory given for its artifact
+                raise ArtifactError(f"{folder} is a run directory, not an artifact folder: its exported controller "
+                                    f"is in {folder / 'artifact'}; pass that folder")
             raise ArtifactError(f"{path} not found: an artifact folder holds {CONTROLLER_FILE} and {MANIFEST_FILE} "
                                 "(write one with `safecritic export RUN_DIR`)")
     try:

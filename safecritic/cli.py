@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from safecritic import __version__
-from safecritic.configs.errors import SafecriticError
+from safecritic.configs.errors import RunError, SafecriticError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -108,9 +108,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from safecritic.configs.fileio import atomic_write_text
     from safecritic.controller.evaluation import evaluate_run
     from safecritic.controller.training import load_trained
+    from safecritic.envs.registry import check_env_id
 
-    load_trained(args.run_dir)  # refuse a missing or unfinished run before the progress bar
-    envs = args.env or None
+    load_trained(args.run_dir)  # refuse a missing or unfinished run, or an unknown env, before the progress bar
+    envs = [check_env_id(env_id) for env_id in args.env] if args.env else None
     total = args.episodes * (len(envs) if envs else 1)
     with _progress(total, f"rollout {args.policy}", "ep") as bar:
         report = evaluate_run(args.run_dir, args.policy, envs, args.episodes, args.seed, bar.update)
@@ -261,6 +262,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from safecritic.pipeline import certify
 
     run_dir = args.run_dir
+    if not (run_dir / "artifact" / "evaluation.json").is_file():
+        raise RunError(f"{run_dir} has no evaluated artifact ({run_dir / 'artifact' / 'evaluation.json'} not found): "
+                         "`safecritic report` re-renders a run that went through `safecritic run`; for a bare "
+                         "artifact folder use `safecritic certify ARTIFACT_DIR`")
     ablations = {p.name: p for p in sorted((run_dir / "ablations").glob("*")) if (p / "evaluation.json").is_file()}
     report = certify(run_dir / "artifact", None, run_dir / "report", ablations, do_release=False)
     _print_certification(report)

@@ -131,6 +131,19 @@ def test_tampered_or_truncated_controller_is_refused(artifact, tmp_path):
         load(tmp_path / "empty")
 
 
+def test_a_run_directory_given_for_its_artifact_is_pointed_to_it(artifact, tmp_path, capsys):
+    """A user who passes runs/<name> to evaluate/certify is told where the artifact is; `report` on a
+    folder that never went through `safecritic run` is refused with the command that fits."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(artifact, run_dir / "artifact")
+    with pytest.raises(ArtifactError, match=f"run directory, not an artifact folder.*{run_dir / 'artifact'}"):
+        load(run_dir)
+    assert main(["certify", str(run_dir), "--no-release"]) == 2
+    assert "pass that folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "safecritic certify ARTIFACT_DIR" in capsys.readouterr().err
+
+
 def test_runtime_needs_only_torch_and_numpy(artifact):
     """Load and run the artifact with every training package made unimportable."""
     code = f"""

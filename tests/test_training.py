@@ -309,6 +309,10 @@ def test_rollout_of_a_policy_the_run_did_not_train_is_refused_clearly(trained_sm
             numpy_policy(bare, which)
     capsys.readouterr()
     assert main(["rollout", str(run_dir), "--policy", "bc_successful", "-n", "1"]) == 0  # the smoke run has pi_ref
+    capsys.readouterr()
+    assert main(["rollout", str(run_dir), "--env", "NoSuchEnv-v0", "-n", "1"]) == 2  # refused before any rollout
+    captured = capsys.readouterr()
+    assert "unknown env id 'NoSuchEnv-v0'" in captured.err and "rollout actor" not in captured.err  # no progress bar
 
 
 def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
