@@ -104,13 +104,39 @@ def eval_loop(data: dict, out: Path) -> None:
     fig.savefig(out / "eval_loop.png", dpi=120)
 
 
+def faults(data: dict, out: Path) -> None:
+    """Accident and success rates per fault, one group of bars per fault, one bar per controller."""
+    rows = data["rows"]
+    engines = list(dict.fromkeys(r["env_id"] for r in rows))
+    names = list(dict.fromkeys(r["fault"] for r in rows))
+    controllers = list(dict.fromkeys(r["controller"] for r in rows))
+    fig, axes = plt.subplots(2, len(engines), figsize=(6.5 * len(engines), 6.4), sharex=True, squeeze=False)
+    width = 0.8 / len(controllers)
+    for col, env_id in enumerate(engines):
+        cell = {(r["fault"], r["controller"]): r for r in rows if r["env_id"] == env_id}
+        for row, (key, label) in enumerate((("accident_rate", "accident rate"), ("success_rate", "success rate"))):
+            ax = axes[row][col]
+            for j, name in enumerate(controllers):
+                x = [i + (j - (len(controllers) - 1) / 2) * width for i in range(len(names))]
+                ax.bar(x, [100 * cell[(f, name)][key] for f in names], width=width, label=name)
+            ax.set_ylabel(f"{label}, %")
+            ax.set_ylim(0, 100)
+            if row == 0:
+                ax.set_title(f"{env_id.split('/')[-1]}, {data['episodes']} episodes per bar")
+        axes[1][col].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "faults.png", dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", type=Path, default=Path("runs/bench"))
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, fn in (("throughput", throughput), ("vs_d3rlpy", versus), ("latency", latency), ("eval_loop", eval_loop)):
+    for name, fn in (("throughput", throughput), ("vs_d3rlpy", versus), ("latency", latency), ("eval_loop", eval_loop),
+                     ("faults", faults)):
         data = _load(args.bench / f"{name}.json")
         if data is not None:
             fn(data, args.out)
