@@ -380,6 +380,17 @@ class GateConfig(StrictModel):
         "instead of freezing on the safest (often: stop) candidate.",
     )
     safe_action: list[float] | None = Field(None, description="Action (env units) for faults and the safe_action fallback; default: the middle of the action box.")
+    brake_velocity_indices: list[int] | None = Field(
+        None,
+        description="Observation entries that hold the velocity along each action dimension (one per action "
+        "dimension, in order; PointNav: [2, 3]). Set, the safe candidate and the safe_action fallback brake: "
+        "safe_action - brake_gain * velocity, clipped to the bounds, so that a body that coasts further than in the "
+        "data (heavier, less damped) still stops; faults (non-finite observations) keep the constant safe_action. "
+        "None: the constant safe_action. (Training's critics.task.gated_backup backs up the constant one.)",
+    )
+    # 5: PointNav under 3x mass, braking as the fallback's action (60 episodes): accidents 47% with the
+    # constant stop, 1.7% / 0% / 0% at gains 2 / 5 / 20 (docs/design-notes.md, "The gate under faults").
+    brake_gain: float = Field(5.0, ge=0.0, le=1e4, description="Action units per observation unit of velocity for brake_velocity_indices.")
     seed: int = Field(0, ge=0, description="Seed of the fixed offsets (stored in the export: same observation, same action).")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",

@@ -10,6 +10,9 @@ randomness), taking raw observations [B, obs_dim] and returning
 Decision codes: 0 the policy's mean action, 1 another candidate, 2 fallback (nothing
 admissible), 3 fault (non-finite observation or output: the safe action). Under the
 'safe_action' fallback the record holds the safe candidate's values: what was executed.
+The safe action is constant, or (gate.brake_velocity_indices) brakes against the observed
+velocity: a constant zero force lets a body that is heavier or less damped than in the data
+coast into a hazard (docs/design-notes.md, "The gate under faults"). Faults keep the constant.
 """
 
 from __future__ import annotations
@@ -49,6 +52,22 @@ def safe_action_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
 
         raise ConfigError(f"gate.safe_action has {action.numel()} entries; the action space has {model.act_low.numel()}")
     return torch.maximum(torch.minimum(action, model.act_high), model.act_low)
+
+
+def brake_indices_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
+    """gate.brake_velocity_indices as a long tensor (empty: no braking), checked against the spaces."""
+    if gate.brake_velocity_indices is None:
+        return torch.zeros(0, dtype=torch.long)
+    from safecritic.configs.errors import ConfigError
+
+    idx, act_dim, obs_dim = gate.brake_velocity_indices, model.spec.act_dim, model.spec.obs_dim
+    if len(idx) != act_dim:
+        raise ConfigError(f"gate.brake_velocity_indices has {len(idx)} entries; it needs one velocity entry of the "
+                          f"observation per action dimension ({act_dim}), e.g. [2, 3] for PointNav")
+    bad = [i for i in idx if not 0 <= i < obs_dim]
+    if bad:
+        raise ConfigError(f"gate.brake_velocity_indices {bad} lie outside the observation (entries 0..{obs_dim - 1})")
+    return torch.tensor(idx, dtype=torch.long)
 
 
 class GatedController(nn.Module):
@@ -103,6 +122,10 @@ class GatedController(nn.Module):
         self.register_buffer("act_mid", (model.act_low + model.act_high) / 2)
         self.register_buffer("act_half", (model.act_high - model.act_low) / 2)
         self.register_buffer("safe_unit", (self.safe_action - self.act_mid) / self.act_half)
+        # The braking backup: safe_action - brake_gain * velocity (gate.brake_velocity_indices), per state.
+        self.register_buffer("brake_indices", brake_indices_of(model, gate))
+        self.braking = self.brake_indices.numel() > 0
+        self.brake_gain = float(gate.brake_gain)
         fault_record = torch.full((len(RECORD_FIELDS),), float("nan"))
         fault_record[0] = float(CODE_FAULT)
         self.register_buffer("fault_record", fault_record)
@@ -124,24 +147,36 @@ class GatedController(nn.Module):
             CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT)
         self.eval()
 
-    def candidates(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, B, A] in the unit box: policy mean first, then offsets, pi_ref's means, the safe action."""
-        return self._candidates_from(self.actor(x), self.reference.candidates(x))
+    def candidates(self, obs: torch.Tensor) -> torch.Tensor:
+        """[K, B, A] in the unit box for finite raw observations: policy mean first, then offsets,
+        pi_ref's means, the safe action."""
+        x = self.obs_norm(self.features(obs))
+        return self._candidates_from(self.actor(x), self.reference.candidates(x), self.safe_units(obs))
 
-    def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor) -> torch.Tensor:
-        """Candidates from the actor's (mean, log-std) and the prior's means, computed once by the caller."""
+    def safe_units(self, obs: torch.Tensor) -> torch.Tensor:
+        """[B, A] safe action in the unit box: constant, or braking against the observed velocity."""
+        if self.braking:
+            brake = self.safe_action - self.brake_gain * obs.index_select(1, self.brake_indices)
+            return (torch.clamp(brake, self.act_low, self.act_high) - self.act_mid) / self.act_half
+        return self.safe_unit.expand(obs.shape[0], self.safe_unit.shape[0])
+
+    def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor,
+                         safe: torch.Tensor) -> torch.Tensor:
+        """Candidates from the actor's (mean, log-std), the prior's means and the safe action, computed once by the caller."""
         mean, log_std = actor_out
         parts = [torch.tanh(mean.unsqueeze(0) + log_std.exp().unsqueeze(0) * self.offsets)]
         if self.use_prior:
             parts.append(prior_means.transpose(0, 1))
         if self.use_safe:
-            parts.append(self.safe_unit.expand(1, mean.shape[0], self.safe_unit.shape[0]))
+            parts.append(safe.unsqueeze(0))
         return torch.cat(parts, dim=0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = obs.shape[0]
         finite = torch.isfinite(obs).all(dim=1)
-        x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
+        clean = torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))
+        x = self.obs_norm(self.features(clean))
+        safe = self.safe_units(clean)
         # One pass of pi_ref serves its candidates and its density (prior_weight); pi_beta's
         # (the OOD term) rides along as a second row of every prior op when gate.reference gives
         # them different networks: [P, ...] with P = 1 (pi_ref) or 2 (pi_ref, pi_beta).
@@ -159,7 +194,7 @@ class GatedController(nn.Module):
                                           torch.stack([r_log_std, b_log_std]))
             else:
                 p_w, p_mean, p_log_std = r_w.unsqueeze(0), r_mean.unsqueeze(0), r_log_std.unsqueeze(0)
-        cands = self._candidates_from(actor_out, p_mean[0])
+        cands = self._candidates_from(actor_out, p_mean[0], safe)
         k = cands.shape[0]
         # The (s, a) rows, assembled once for the critics and the detector (fp32 outputs in either precision).
         pairs = pair_inputs(x, cands).to(self.value_dtype)
@@ -217,7 +252,7 @@ class GatedController(nn.Module):
         action = self.act_mid + chosen * self.act_half
         if self.gate_enabled and self.fallback_safe and not self.use_safe:
             # With the safe candidate, the fallback index already chose it (to within rounding).
-            action = torch.where(any_ok.unsqueeze(1), action, self.safe_action)
+            action = torch.where(any_ok.unsqueeze(1), action, self.act_mid + safe * self.act_half)
         action = torch.clamp(action, self.act_low, self.act_high)
 
         # Record: code, then Q_R, Q_C, OOD of the chosen candidate, then Q_C, OOD of the proposal.

@@ -15,7 +15,7 @@ import torch
 
 from safecritic.cli import main
 from safecritic.configs import load_config
-from safecritic.controller.gate import CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController
+from safecritic.controller.gate import CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController, safe_action_of
 from safecritic.controller.training import load_trained
 from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
 from safecritic.deploy.export import parity
@@ -55,6 +55,7 @@ def test_export_is_parity_checked_and_manifest_complete(artifact, observations, 
                 "config", "training", "torch_version", "sha256", "record_fields"):
         assert key in manifest, key
     assert manifest["parity_max_abs_diff"] <= 1e-5
+    assert manifest["braking"] == {"velocity_indices": [2, 3], "gain": 5.0}  # the smoke preset brakes, as PointNav's
     config, model, _ = load_trained(smoke_run)
     eager = GatedController(model, config.gate)
     scripted = torch.jit.load(str(artifact / "controller.pt"))
@@ -179,25 +180,54 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     free = GatedController(model, loose, use_ood=False)
     _, rec = free(observations)
     assert (rec[:, 0] != CODE_FALLBACK).all()
-    cands = free.candidates(model.normalize_obs(observations))
+    cands = free.candidates(observations)
     q_task, _ = model.critic(model.normalize_obs(observations), cands)
     torch.testing.assert_close(rec[:, 1], q_task.min(0).values.max(0).values)  # the best Q_R is chosen
     _, rec = GatedController(model, strict, gate_enabled=False)(observations)
     assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
 
 
-def test_safe_fallback_records_the_safe_candidate(smoke_run, observations):
-    """Under the 'safe_action' fallback the record describes what ran: the safe candidate's values."""
+@pytest.mark.parametrize("braking", [False, True])
+@pytest.mark.parametrize("safe_candidate", [True, False])
+def test_safe_fallback_records_the_safe_candidate(smoke_run, observations, braking, safe_candidate):
+    """Under the 'safe_action' fallback the executed action is the safe action: constant, or braking
+    against the observed velocity (gate.brake_velocity_indices), clipped to the bounds; with the safe
+    candidate, the record describes what ran: its values."""
     config, model, _ = load_trained(smoke_run)
-    strict = config.gate.model_copy(update={"cost_threshold": -1.0, "fallback": "safe_action", "safe_candidate": True})
+    strict = config.gate.model_copy(update={
+        "cost_threshold": -1.0, "fallback": "safe_action", "safe_candidate": safe_candidate,
+        "brake_velocity_indices": [2, 3] if braking else None, "brake_gain": 5.0})
     ctrl = GatedController(model, strict)
     action, rec = ctrl(observations)
     assert (rec[:, 0] == CODE_FALLBACK).all()
-    torch.testing.assert_close(action, ctrl.safe_action.expand_as(action))
-    x = model.normalize_obs(observations)
-    q_task, cost = model.critic(x, ctrl.candidates(x)[-1])  # the last candidate is the safe action
-    torch.testing.assert_close(rec[:, 1], q_task.min(0).values)
-    torch.testing.assert_close(rec[:, 2], model.critic.cost_value(cost).max(0).values)
+    if braking:
+        expected = torch.clamp(ctrl.safe_action - 5.0 * observations[:, 2:4], ctrl.act_low, ctrl.act_high)
+        assert (expected - ctrl.safe_action).abs().max() > 0.1  # the data's states move: braking differs from the constant
+    else:
+        expected = ctrl.safe_action.expand_as(action)
+    torch.testing.assert_close(action, expected)
+    assert parity(ctrl, torch.jit.script(ctrl), observations) <= 1e-5
+    if safe_candidate:
+        x = model.normalize_obs(observations)
+        q_task, cost = model.critic(x, ctrl.candidates(observations)[-1])  # the last candidate is the safe action
+        torch.testing.assert_close(rec[:, 1], q_task.min(0).values)
+        torch.testing.assert_close(rec[:, 2], model.critic.cost_value(cost).max(0).values)
+
+
+def test_braking_keeps_the_constant_safe_action_for_faults_and_checks_its_indices(smoke_run, observations):
+    """A non-finite observation has no velocity to brake against: the fault path keeps the constant
+    safe action; indices that do not fit the spaces are refused with the fix."""
+    config, model, _ = load_trained(smoke_run)
+    gate = config.gate.model_copy(update={"brake_velocity_indices": [2, 3]})
+    bad = observations[:4].clone()
+    bad[:, 2] = float("nan")
+    action, rec = torch.jit.script(GatedController(model, gate))(bad)
+    assert (rec[:, 0] == CODE_FAULT).all()
+    torch.testing.assert_close(action, safe_action_of(model, gate).expand_as(action))
+    for indices, message in (([2], "one velocity entry of the observation per action dimension"),
+                             ([2, 12], "outside the observation")):
+        with pytest.raises(ConfigError, match=message):
+            GatedController(model, config.gate.model_copy(update={"brake_velocity_indices": indices}))
 
 
 def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):
@@ -224,7 +254,7 @@ def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observation
     ctrl = GatedController(model, gate, use_ood=False)
     action, rec = ctrl(observations)
     x = model.normalize_obs(observations)
-    cands = ctrl.candidates(x)
+    cands = ctrl.candidates(observations)
     pi_ref = model.reference_prior if reference == "successful" else model.prior
     k = gate.policy_candidates
     torch.testing.assert_close(cands[k : k + pi_ref.components], pi_ref.candidates(x).transpose(0, 1))
@@ -267,7 +297,7 @@ def test_gate_ood_score_is_the_models_with_the_prior_term(smoke_run, observation
     ctrl = GatedController(model, config.gate)
     _, rec = ctrl(observations)
     x = model.normalize_obs(observations)
-    proposal = ctrl.candidates(x)[0]  # the policy's mean: the record's last column scores it
+    proposal = ctrl.candidates(observations)[0]  # the policy's mean: the record's last column scores it
     expected = model.ood_score(x, proposal)
     torch.testing.assert_close(rec[:, 5], expected, atol=1e-4, rtol=1e-5)
     assert not torch.allclose(expected, model.detector.score(x, proposal))  # the prior term counts
