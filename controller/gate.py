@@ -125,7 +125,8 @@ class GatedController(nn.Module):
         # The braking backup: safe_action - brake_gain * velocity (gate.brake_velocity_indices), per state.
         self.register_buffer("brake_indices", brake_indices_of(model, gate))
         self.braking = self.brake_indices.numel() > 0
-        self.brake_gain = float(gate.brake_gain)
+        # In the unit box: safe_unit - (gain / half-range) * velocity, then clipped to [-1, 1] (three ops per call).
+        self.register_buffer("brake_unit_gain", -float(gate.brake_gain) / self.act_half)
         fault_record = torch.full((len(RECORD_FIELDS),), float("nan"))
         fault_record[0] = float(CODE_FAULT)
         self.register_buffer("fault_record", fault_record)
@@ -156,8 +157,7 @@ class GatedController(nn.Module):
     def safe_units(self, obs: torch.Tensor) -> torch.Tensor:
         """[B, A] safe action in the unit box: constant, or braking against the observed velocity."""
         if self.braking:
-            brake = self.safe_action - self.brake_gain * obs.index_select(1, self.brake_indices)
-            return (torch.clamp(brake, self.act_low, self.act_high) - self.act_mid) / self.act_half
+            return torch.addcmul(self.safe_unit, obs.index_select(1, self.brake_indices), self.brake_unit_gain).clamp(-1.0, 1.0)
         return self.safe_unit.expand(obs.shape[0], self.safe_unit.shape[0])
 
     def _candidates_from(self, actor_out: tuple[torch.Tensor, torch.Tensor], prior_means: torch.Tensor,
