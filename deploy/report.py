@@ -51,6 +51,7 @@ def build_report(
         "artifact_sha256": manifest["sha256"],
         "dataset": manifest["dataset"],
         "thresholds": manifest["thresholds"],
+        "safe_action": {"constant": manifest["safe_action"], "braking": manifest.get("braking")},
         "episodes": config.deploy.episodes,
         "seed": config.deploy.seed,
         "faults": config.env.faults.model_dump(),
@@ -91,12 +92,23 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _safe_action(report: dict[str, Any]) -> str:
+    """What the fallback executes: the constant safe action, or the brake against the velocity."""
+    safe = report["safe_action"]
+    constant = ", ".join(f"{v:g}" for v in safe["constant"])
+    if safe["braking"]:
+        b = safe["braking"]
+        return (f"safe action: brake, ({constant}) - {b['gain']:g} x observation entries {b['velocity_indices']} "
+                "(the constant on a fault)")
+    return f"safe action: constant ({constant})"
+
+
 def render(report: dict[str, Any], config: Config) -> str:
     lines = [f"# Certification report: {report['run']}", "",
              f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact SHA-256 `{report['artifact_sha256']}`; "
              f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
              f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
-             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}).", ""]
+             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}.", ""]
     if any(v not in (0, 0.0, 1.0) for k, v in report["faults"].items()):
         lines += [f"Faults: {report['faults']}", ""]
     if report["failed_criteria"]:

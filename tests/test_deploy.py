@@ -359,6 +359,8 @@ def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, 
     assert ref["name"] == "cautious" and ref["episodes"] == 2
     assert "mean return vs cautious (same episodes)" in {c["criterion"] for c in report["engines"]["safecritic/PointNav-v0"]["checks"]}
     assert "Reference behaviour `cautious`" in (tmp_path / "report" / "report.md").read_text()
+    assert report["safe_action"] == {"constant": [0.0, 0.0], "braking": {"velocity_indices": [2, 3], "gain": 5.0}}
+    assert "safe action: brake, (0, 0) - 5 x observation entries [2, 3]" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_failing_certification_exits_1_and_releases_nothing(artifact, tmp_path, capsys):
