@@ -57,6 +57,10 @@ ABLATIONS = [
     Variant("accident_only", "gated", use_ood=False, description="veto by the accident critic only",
             requires=lambda c: c.critics.accident.enabled),
     Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
+    # The gate's ranking without either veto: what the candidates and Q_R + beta log pi_ref do alone,
+    # so that the two veto rows above measure the vetoes, not the ranking they share.
+    Variant("ranking_only", "gated", use_cost=False, use_ood=False,
+            description="the gate's candidates ranked by Q_R + beta_gate log pi_ref, no veto"),
     Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate",
             requires=lambda c: c.policy.plain_actor),
     Variant("bc", "policy", proposer="bc", description="behaviour prior's mode (BC), no gate"),

@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a trained run directory")
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default RUN_DIR/artifact)")
     p.add_argument("--variant", default="gated",
-                   help="gated (default), bare_actor, gate_off, accident_only, ood_only, plain_actor or bc")
+                   help="gated (default), bare_actor, gate_off, accident_only, ood_only, ranking_only, plain_actor, bc or bc_successful")
     p.add_argument("-o", "--override", action="append", default=[], metavar="gate.KEY=VALUE",
                    help="change a gate setting without retraining (repeatable), e.g. -o gate.precision=bf16 "
                    "or -o gate.cost_threshold=0.03; other sections need a new training run")

@@ -25,6 +25,17 @@ def test_help_explains_every_command():
     assert out.returncode == 0 and "MINARI_DATASETS_PATH" in out.stdout and "--overwrite" in out.stdout
 
 
+def test_export_help_names_every_variant(capsys):
+    """The CLI keeps torch out of `--help`, so it spells the variants out: keep them in step."""
+    from safecritic.deploy.export import ABLATIONS, BARE_ACTOR, FULL
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for variant in (FULL, BARE_ACTOR, *ABLATIONS):
+        assert variant.name in text, variant.name
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [

@@ -185,6 +185,8 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     torch.testing.assert_close(rec[:, 1], q_task.min(0).values.max(0).values)  # the best Q_R is chosen
     _, rec = GatedController(model, strict, gate_enabled=False)(observations)
     assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
+    _, rec = GatedController(model, strict, use_cost=False, use_ood=False)(observations)
+    assert (rec[:, 0] != CODE_FALLBACK).all()  # ranking only: no veto, so no fallback under any threshold
 
 
 @pytest.mark.parametrize("braking", [False, True])
@@ -386,7 +388,7 @@ def test_smoke_pipeline_end_to_end(tmp_path, minari_root):
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["passed"] and len(report["engines"]) == 2
     variants = {r["variant"] for r in report["ablations"]}
-    assert {"gated (full)", "gate_off", "accident_only", "ood_only", "plain_actor", "bc"} <= variants
+    assert {"gated (full)", "gate_off", "accident_only", "ood_only", "ranking_only", "plain_actor", "bc"} <= variants
     released = list((tmp_path / "releases").iterdir())
     assert len(released) == 1 and (released[0] / "controller.pt").is_file()
     assert load(released[0]).act(np.zeros(12, np.float32))[0].shape == (2,)
