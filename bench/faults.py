@@ -15,13 +15,16 @@ vetoed it, and the gate fell back.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
+from pydantic import ValidationError  # noqa: E402
+
+from safecritic.configs.errors import ConfigError  # noqa: E402
+from safecritic.configs.loader import apply_overrides, format_validation_error  # noqa: E402
 from safecritic.configs.schema import Config  # noqa: E402
 from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa: E402
 from safecritic.controller.gate import CODE_FALLBACK  # noqa: E402
@@ -35,22 +38,15 @@ DEFAULT_FAULTS = ["none", "obs_noise_std=0.05", "obs_noise_std=0.15", "obs_delay
 
 
 def faulted_config(base: Config, fault: str, episodes: int) -> Config:
-    """The run's config with one fault (KEY=VALUE of env.faults, or 'none') and the episode count."""
-    raw = base.model_dump()
-    raw["deploy"]["episodes"] = episodes
-    if fault != "none":
-        key, _, value = fault.partition("=")
-        if key not in raw["env"]["faults"]:
-            raise SystemExit(f"--fault {fault!r}: unknown fault {key!r}; env.faults has {', '.join(raw['env']['faults'])}")
-        try:
-            raw["env"]["faults"][key] = json.loads(value)
-        except ValueError:
-            raise SystemExit(f"--fault {fault!r}: the value must be a number, e.g. --fault mass_scale=3") from None
-        try:
-            return Config.model_validate(raw)
-        except ValueError as exc:  # out of the schema's range (pydantic's ValidationError is a ValueError)
-            raise SystemExit(f"--fault {fault!r}: {exc}") from None
-    return Config.model_validate(raw)
+    """The run's config with one fault (KEY=VALUE of env.faults, or 'none') and the episode count,
+    through the CLI's override parser and messages."""
+    overrides = [f"deploy.episodes={episodes}"] + ([] if fault == "none" else [f"env.faults.{fault}"])
+    try:
+        return Config.model_validate(apply_overrides(base.model_dump(mode="json"), overrides))
+    except ConfigError as exc:
+        raise SystemExit(f"--fault {fault!r}: {exc}") from None
+    except ValidationError as exc:
+        raise SystemExit(format_validation_error(exc, f"--fault {fault!r}")) from None
 
 
 def main() -> None:
