@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from safecritic.critics.networks import MLP, EnsembleLinear, EnsembleMLP, NarrowEnsembleLinear, Normalizer
+from safecritic.critics.networks import (
+    MLP, EnsembleLinear, EnsembleMLP, NarrowEnsembleHead, NarrowEnsembleLinear, Normalizer,
+)
 from safecritic.critics.q_ensemble import QEnsemble
 
 
@@ -54,6 +57,44 @@ def test_inference_head_computes_the_same_map_and_scripts():
     ens.use_inference_head()  # idempotent: already swapped
     assert not isinstance(ens.head, EnsembleLinear)
     assert ens.flops_per_row() == 2 * 2 * (5 * 16 + 16 * 8 + 8 * 2)
+
+
+@pytest.mark.parametrize("out_dim", [1, 2])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_narrow_head_trains_with_autograds_exact_gradients(out_dim: int, bf16: bool):
+    """The critics' 1-2 wide heads use a hand-written backward (faster MKL layouts): it must
+    give autograd's gradients to the bit, in fp32 and under bf16 autocast, or training runs
+    would change."""
+    torch.manual_seed(0)
+    fast = EnsembleMLP(2, 6, [32, 32], out_dim)
+    assert type(fast.head) is NarrowEnsembleHead
+    plain = EnsembleMLP(2, 6, [32, 32], out_dim)
+    plain.load_state_dict(fast.state_dict())  # the same parameter names and shapes
+    plain.head.__class__ = EnsembleLinear  # autograd's own backward of baddbmm
+    x = torch.randn(2, 300, 6)
+    results = []
+    for net in (fast, plain):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = net(xi)
+        assert ("NarrowHead" in type(y.grad_fn).__name__) == (net is fast)  # the hand-written backward runs
+        (y.float() ** 2).sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad for p in net.parameters()]))
+    (y_fast, dx_fast, grads_fast), (y_plain, dx_plain, grads_plain) = results
+    assert y_fast.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert torch.equal(y_fast, y_plain) and torch.equal(dx_fast, dx_plain)
+    for g_fast, g_plain in zip(grads_fast, grads_plain):
+        assert g_fast.dtype == g_plain.dtype == torch.float32
+        assert torch.equal(g_fast, g_plain)
+    # Frozen critic, gradients into the actions only (the actor step): no weight gradient.
+    weight_grad = fast.head.weight.grad.clone()
+    fast.requires_grad_(False)
+    xi = x.clone().requires_grad_(True)
+    fast(xi).sum().backward()
+    assert xi.grad is not None and torch.equal(fast.head.weight.grad, weight_grad)  # nothing accumulated
+    # It scripts (a plain baddbmm there), with the eager values.
+    torch.testing.assert_close(torch.jit.script(fast)(x), fast(x), rtol=0, atol=0)
+    assert type(EnsembleMLP(2, 6, [32], 3).head) is EnsembleLinear  # wider heads keep autograd's backward
 
 
 def test_members_are_initialised_independently():
