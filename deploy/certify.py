@@ -60,22 +60,23 @@ def judge(summary: dict[str, Any], criteria: CriteriaConfig, behavior_return: fl
     """Each criterion with its measured value and pass/fail. `behavior_return`: the mean
     return of criteria.mean_return_of_behavior on the same episodes (deploy/baselines.py)."""
     checks = [
-        ("accident rate upper bound (CP 95%)", summary["accident_rate_upper"], "<=", criteria.accident_rate_upper),
-        ("success rate", summary["success_rate"], ">=", criteria.success_rate_min),
-        ("p99 latency (ms)", summary["latency_us"]["p99"] / 1000.0, "<=", criteria.latency_p99_ms),
+        ("accident_rate", "accident rate upper bound (CP 95%)", summary["accident_rate_upper"], "<=",
+         criteria.accident_rate_upper),
+        ("success_rate", "success rate", summary["success_rate"], ">=", criteria.success_rate_min),
+        ("latency", "p99 latency (ms)", summary["latency_us"]["p99"] / 1000.0, "<=", criteria.latency_p99_ms),
     ]
     if criteria.mean_return_min is not None:
-        checks.append(("mean return", summary["mean_return"], ">=", criteria.mean_return_min))
+        checks.append(("mean_return", "mean return", summary["mean_return"], ">=", criteria.mean_return_min))
     if criteria.mean_return_of_behavior is not None:
         if behavior_return is None:
             raise ValueError(f"criterion mean_return_of_behavior={criteria.mean_return_of_behavior!r} needs that "
                              "behaviour's mean return on the same episodes")
-        checks.append((f"mean return vs {criteria.mean_return_of_behavior} (same episodes)", summary["mean_return"],
-                       ">=", behavior_return))
+        checks.append(("mean_return_of_behavior", f"mean return vs {criteria.mean_return_of_behavior} (same episodes)",
+                       summary["mean_return"], ">=", behavior_return))
     out = []
-    for name, value, op, limit in checks:
+    for key, name, value, op, limit in checks:
         ok = value <= limit if op == "<=" else value >= limit
-        out.append({"criterion": name, "value": value, "op": op, "limit": limit, "passed": bool(ok)})
+        out.append({"key": key, "criterion": name, "value": value, "op": op, "limit": limit, "passed": bool(ok)})
     return out
 
 

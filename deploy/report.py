@@ -9,8 +9,9 @@ from typing import Any
 from safecritic.configs.fileio import atomic_write_text
 from safecritic.configs.schema import Config
 from safecritic.deploy import plots
-from safecritic.deploy.baselines import behavior_on_evaluation_episodes
+from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes, return_gap
 from safecritic.deploy.certify import judge
+from safecritic.envs.rollout import summarize
 
 
 def build_report(
@@ -26,14 +27,15 @@ def build_report(
         criteria = config.deploy.criteria[env_id]
         reference = None
         if criteria.mean_return_of_behavior is not None:
-            reference = behavior_on_evaluation_episodes(env_id, criteria.mean_return_of_behavior, len(ev["episodes"]),
+            runs = behavior_runs_on_evaluation_episodes(env_id, criteria.mean_return_of_behavior, len(ev["episodes"]),
                                                         config.deploy.seed, config.env.faults)
+            reference = {"name": criteria.mean_return_of_behavior, **summarize(runs),
+                         "gap": return_gap(ev["episodes"], runs)}
         checks = judge(ev["summary"], criteria, reference["mean_return"] if reference else None)
         engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks),
-                           "reference_behavior": ({"name": criteria.mean_return_of_behavior, **reference}
-                                                  if reference else None)}
+                           "reference_behavior": reference}
     passed = all(e["passed"] for e in engines.values())
-    failed = [f"{env_id}: {c['criterion']} = {c['value']:.4g} (needs {c['op']} {c['limit']:.4g})"
+    failed = [f"{env_id}: {c['criterion']} = {c['value']:.4g} (needs {c['op']} {c['limit']:.4g}{_gap_note(c, e)})"
               for env_id, e in engines.items() for c in e["checks"] if not c["passed"]]
     ablation_rows = []
     for name, ab in {"gated (full)": {"manifest": manifest, "evaluation": evaluation}, **ablations}.items():
@@ -88,6 +90,33 @@ def _figures(config, manifest, evaluation, ablation_rows, report_dir: Path) -> N
                                         p.hazard_radius, p.goal_radius)
 
 
+def _gap_note(check: dict[str, Any], engine: dict[str, Any]) -> str:
+    """For a failed return bar against a behaviour: the gap's two main parts, in a few words."""
+    ref = engine.get("reference_behavior")
+    if check.get("key") != "mean_return_of_behavior" or not ref or "gap" not in ref:
+        return ""
+    u, b = ref["gap"]["unfinished"], ref["gap"]["both_finished"]
+    return (f"; {u['contribution']:+.2f} from {u['episodes']} unfinished episode(s), "
+            f"{b['contribution']:+.2f} from the pace of the {b['episodes']} both finished")
+
+
+def _gap_line(name: str, gap: dict[str, Any], listed: int = 10) -> str:
+    """The return gap to the reference behaviour, split into what the controller can fix."""
+    u, b, o = gap["unfinished"], gap["both_finished"], gap["only_controller_finished"]
+    which = ", ".join(f"{e['outcome']} #{e['index']}" for e in u["list"][:listed])
+    more = f" and {len(u['list']) - listed} more (report.json)" if len(u["list"]) > listed else ""
+    parts = [f"{u['contribution']:+.2f} from the {u['episodes']} episode(s) the controller did not finish"
+             + (f" ({which}{more})" if which else "")]
+    if b["episodes"]:
+        parts.append(f"{b['contribution']:+.2f} from the {b['episodes']} both finished (pace: {b['mean_length']:.1f} "
+                     f"vs {b['reference_mean_length']:.1f} steps)")
+    if o["episodes"]:
+        parts.append(f"{o['contribution']:+.2f} from the {o['episodes']} only the controller finished")
+    return (f"Return against `{name}`, per episode: {gap['gap']:+.2f} = " + "; ".join(parts) + ". Episode numbers "
+            "are evaluation indices from deploy.seed; `safecritic evaluate ... -o deploy.trajectories=N` keeps the "
+            "first N episodes' observations and decision records in evaluation.json.")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -131,6 +160,8 @@ def render(report: dict[str, Any], config: Config) -> str:
             lines += [f"Reference behaviour `{ref['name']}` on the same episodes: success {_pct(ref['success_rate'])}, "
                       f"accidents {_pct(ref['accident_rate'])}, mean return {ref['mean_return']:.2f}, "
                       f"mean length {ref['mean_length']:.1f}.", ""]
+            if "gap" in ref:
+                lines += [_gap_line(ref["name"], ref["gap"]), ""]
     lines += ["## Ablations (same episodes)", "",
               "| variant | env | return | success | accident rate [95% bounds] | policy / other / fallback | OOD alarms | p99 µs |",
               "|---|---|---|---|---|---|---|---|"]

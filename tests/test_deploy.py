@@ -351,6 +351,41 @@ def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
         judge(summary, criteria)
 
 
+def test_return_gap_splits_into_unfinished_episodes_and_pace():
+    """A failed return bar names what to fix: the episodes the controller did not finish and
+    the pace of those both finished; the parts are per-episode means and sum to the gap."""
+    from types import SimpleNamespace
+
+    from safecritic.deploy.baselines import return_gap
+    from safecritic.deploy.report import _gap_line, _gap_note
+
+    def ours(index, ret, success, accident=False, length=100):
+        return {"index": index, "seed": 1000 + index, "ret": ret, "success": success, "accident": accident,
+                "length": length}
+
+    episodes = [ours(2, 36.0, True, length=110), ours(0, 20.0, False, length=200), ours(1, 5.0, False, True, 30),
+                ours(3, 30.0, True, length=150)]  # any order: matched by index
+    reference = [SimpleNamespace(ret=r, success=ok, length=n) for r, ok, n in
+                 [(37.0, True, 100), (36.0, True, 100), (36.6, True, 104), (10.0, False, 200)]]
+    gap = return_gap(episodes, reference)
+    assert math.isclose(gap["gap"], ((20 - 37) + (5 - 36) + (36 - 36.6) + (30 - 10)) / 4)
+    parts = [gap[k]["contribution"] for k in ("unfinished", "both_finished", "only_controller_finished")]
+    assert math.isclose(sum(parts), gap["gap"])
+    assert math.isclose(parts[0], ((20 - 37) + (5 - 36)) / 4) and math.isclose(parts[1], -0.6 / 4)
+    assert [(e["index"], e["outcome"], e["seed"]) for e in gap["unfinished"]["list"]] == [(0, "timeout", 1000), (1, "accident", 1001)]
+    assert (gap["both_finished"]["episodes"], gap["both_finished"]["mean_length"], gap["both_finished"]["reference_mean_length"]) == (1, 110, 104)
+    assert gap["only_controller_finished"]["episodes"] == 1
+    line = _gap_line("cautious", gap)
+    assert line.startswith("Return against `cautious`, per episode: -7.15 = -12.00 from the 2 episode(s) the controller "
+                           "did not finish (timeout #0, accident #1); -0.15 from the 1 both finished (pace: 110.0 vs "
+                           "104.0 steps); +5.00 from the 1 only the controller finished.")
+    note = _gap_note({"key": "mean_return_of_behavior"}, {"reference_behavior": {"gap": gap}})
+    assert note == "; -12.00 from 2 unfinished episode(s), -0.15 from the pace of the 1 both finished"
+    assert _gap_note({"key": "success_rate"}, {"reference_behavior": {"gap": gap}}) == ""
+    with pytest.raises(ValueError, match="evaluation's episodes"):
+        return_gap(episodes[:3], reference)
+
+
 def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
     key = "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior"
     main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
@@ -361,6 +396,14 @@ def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, 
     assert ref["name"] == "cautious" and ref["episodes"] == 2
     assert "mean return vs cautious (same episodes)" in {c["criterion"] for c in report["engines"]["safecritic/PointNav-v0"]["checks"]}
     assert "Reference behaviour `cautious`" in (tmp_path / "report" / "report.md").read_text()
+    gap = ref["gap"]  # where the return gap comes from, on the same two episodes
+    assert math.isclose(gap["gap"], report["engines"]["safecritic/PointNav-v0"]["summary"]["mean_return"] - ref["mean_return"])
+    assert gap["unfinished"]["episodes"] + gap["both_finished"]["episodes"] + gap["only_controller_finished"]["episodes"] == 2
+    assert "Return against `cautious`, per episode:" in (tmp_path / "report" / "report.md").read_text()
+    bar = next(c for c in report["engines"]["safecritic/PointNav-v0"]["checks"] if c["key"] == "mean_return_of_behavior")
+    failures = [f for f in report["failed_criteria"] if "mean return vs cautious" in f]
+    assert len(failures) == (0 if bar["passed"] else 1)
+    assert all("unfinished episode(s)" in f and "pace of the" in f for f in failures)
     assert report["safe_action"] == {"constant": [0.0, 0.0], "braking": {"velocity_indices": [2, 3], "gain": 5.0}}
     assert "safe action: brake, (0, 0) - 5 x observation entries [2, 3]" in (tmp_path / "report" / "report.md").read_text()
 
