@@ -15,7 +15,7 @@ import numpy as np
 from safecritic.configs.schema import Config, FaultsConfig
 from safecritic.envs.behaviors import make_behavior
 from safecritic.envs.faults import make_env
-from safecritic.envs.rollout import Episode, evaluation_seed, run_episode, summarize
+from safecritic.envs.rollout import Episode, evaluation_seed, run_episode
 
 
 def behavior_runs_on_evaluation_episodes(env_id: str, name: str, episodes: int, base_seed: int,
@@ -32,12 +32,6 @@ def behavior_runs_on_evaluation_episodes(env_id: str, name: str, episodes: int, 
     finally:
         env.close()
     return runs
-
-
-def behavior_on_evaluation_episodes(env_id: str, name: str, episodes: int, base_seed: int,
-                                    faults: FaultsConfig | None = None) -> dict[str, float]:
-    """Summary (success, accidents, mean return, ...) of `behavior_runs_on_evaluation_episodes`."""
-    return summarize(behavior_runs_on_evaluation_episodes(env_id, name, episodes, base_seed, faults))
 
 
 def return_gap(episodes: list[dict[str, Any]], reference: list[Episode]) -> dict[str, Any]:

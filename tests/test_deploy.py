@@ -327,13 +327,13 @@ def test_judge_names_each_criterion():
 def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
     """The relative return criterion compares with the behaviour on the evaluation's own seeds."""
     from safecritic.configs.schema import CriteriaConfig
-    from safecritic.deploy.baselines import behavior_on_evaluation_episodes
+    from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes
     from safecritic.envs.behaviors import make_behavior
     from safecritic.envs.faults import make_env
-    from safecritic.envs.rollout import evaluation_seed, run_episode
+    from safecritic.envs.rollout import evaluation_seed, run_episode, summarize
 
-    ref = behavior_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000)
-    assert ref == behavior_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000)  # deterministic
+    ref = summarize(behavior_runs_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000))
+    assert ref == summarize(behavior_runs_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 3, 1000))  # deterministic
     env = make_env("safecritic/PointNav-v0")
     by_hand = []
     for i in range(3):
