@@ -61,9 +61,9 @@ def return_gap(episodes: list[dict[str, Any]], reference: list[Episode]) -> dict
         "unfinished": {**part(unfinished), "list": [
             {"index": ours[i]["index"], "seed": ours[i]["seed"], "outcome": "accident" if ours[i]["accident"] else "timeout",
              "return": ours[i]["ret"], "reference_return": reference[i].ret} for i in unfinished]},
-        "both_finished": {**part(both),
-                          "mean_length": float(np.mean([ours[i]["length"] for i in both])) if both else float("nan"),
-                          "reference_mean_length": float(np.mean([reference[i].length for i in both])) if both else float("nan")},
+        "both_finished": {**part(both),  # lengths None (valid JSON) when no episode was finished by both
+                          "mean_length": float(np.mean([ours[i]["length"] for i in both])) if both else None,
+                          "reference_mean_length": float(np.mean([reference[i].length for i in both])) if both else None},
         "only_controller_finished": part(only_ours),
     }
 

@@ -384,6 +384,9 @@ def test_return_gap_splits_into_unfinished_episodes_and_pace():
     assert _gap_note({"key": "success_rate"}, {"reference_behavior": {"gap": gap}}) == ""
     with pytest.raises(ValueError, match="evaluation's episodes"):
         return_gap(episodes[:3], reference)
+    none_finished = return_gap([ours(0, 1.0, False)], [SimpleNamespace(ret=2.0, success=False, length=200)])
+    assert none_finished["both_finished"]["mean_length"] is None and "pace" not in _gap_line("cautious", none_finished)
+    json.dumps(none_finished, allow_nan=False)  # report.json stays strict JSON
 
 
 def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
