@@ -21,10 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
-from pydantic import ValidationError  # noqa: E402
-
 from safecritic.configs.errors import ConfigError  # noqa: E402
-from safecritic.configs.loader import apply_overrides, format_validation_error  # noqa: E402
+from safecritic.configs.loader import config_from_data  # noqa: E402
 from safecritic.configs.schema import Config  # noqa: E402
 from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa: E402
 from safecritic.controller.gate import CODE_FALLBACK  # noqa: E402
@@ -42,11 +40,9 @@ def faulted_config(base: Config, fault: str, episodes: int) -> Config:
     through the CLI's override parser and messages."""
     overrides = [f"deploy.episodes={episodes}"] + ([] if fault == "none" else [f"env.faults.{fault}"])
     try:
-        return Config.model_validate(apply_overrides(base.model_dump(mode="json"), overrides))
+        return config_from_data(base.model_dump(mode="json"), overrides, "the run's config")
     except ConfigError as exc:
         raise SystemExit(f"--fault {fault!r}: {exc}") from None
-    except ValidationError as exc:
-        raise SystemExit(format_validation_error(exc, f"--fault {fault!r}")) from None
 
 
 def main() -> None:

@@ -104,10 +104,14 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (env, data, run, ...)")
     overrides = list(overrides)
-    data = apply_overrides(data, overrides)
-    source = str(path) + (f" with overrides {overrides}" if overrides else "")
+    return config_from_data(data, overrides, str(path) + (f" with overrides {overrides}" if overrides else ""))
+
+
+def config_from_data(data: dict[str, Any], overrides: Iterable[str], source: str) -> Config:
+    """A config from already-parsed sections (a file, a manifest, a run's config) with `key.sub=value`
+    overrides applied, validated; a ConfigError naming `source`, the field and the fix otherwise."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(apply_overrides(data, overrides))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
 

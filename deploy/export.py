@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import ValidationError
 
 from safecritic import __version__
 from safecritic.configs.errors import RunError
 from safecritic.configs.fileio import atomic_write_bytes, atomic_write_text
-from safecritic.configs.loader import apply_overrides, format_validation_error, parse_override
+from safecritic.configs.loader import config_from_data, parse_override
 from safecritic.configs.schema import Config
 from safecritic.controller.gate import DECISIONS, RECORD_FIELDS, GatedController, PolicyController
 from safecritic.controller.training import RunPaths, load_trained
@@ -113,10 +112,7 @@ def with_gate_overrides(config: Config, overrides: list[str]) -> Config:
         if path[0] != "gate":
             raise RunError(f"export -o {text!r}: only gate.* settings can change at export time; "
                            f"{'.'.join(path)} needs a new training run (safecritic train -o ...)")
-    try:
-        return Config.model_validate(apply_overrides(config.model_dump(mode="json"), overrides))
-    except ValidationError as exc:
-        raise RunError(format_validation_error(exc, f"export overrides {overrides}")) from None
+    return config_from_data(config.model_dump(mode="json"), overrides, f"export overrides {overrides}")
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FULL, loaded: tuple | None = None,

@@ -186,24 +186,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _artifact_config(args: argparse.Namespace):
     """-c/-o when given; else the config stored in the artifact's manifest (with -o applied)."""
-    from safecritic.configs.loader import apply_overrides
-    from safecritic.configs.schema import Config
+    from safecritic.configs.loader import config_from_data
     from safecritic.pipeline import read_manifest
 
     if args.config is not None:
         return _load(args)
-    data = read_manifest(args.artifact_dir)["config"]
-    if args.override:
-        from pydantic import ValidationError
-
-        from safecritic.configs.errors import ConfigError
-        from safecritic.configs.loader import format_validation_error
-
-        try:
-            return Config.model_validate(apply_overrides(data, args.override))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, "the artifact's config")) from None
-    return Config.model_validate(data)
+    return config_from_data(read_manifest(args.artifact_dir)["config"], args.override, "the artifact's config")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -264,8 +252,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = args.run_dir
     if not (run_dir / "artifact" / "evaluation.json").is_file():
         raise RunError(f"{run_dir} has no evaluated artifact ({run_dir / 'artifact' / 'evaluation.json'} not found): "
-                         "`safecritic report` re-renders a run that went through `safecritic run`; for a bare "
-                         "artifact folder use `safecritic certify ARTIFACT_DIR`")
+                       "`safecritic report` re-renders a run that went through `safecritic run`; for a bare "
+                       "artifact folder use `safecritic certify ARTIFACT_DIR`")
     ablations = {p.name: p for p in sorted((run_dir / "ablations").glob("*")) if (p / "evaluation.json").is_file()}
     report = certify(run_dir / "artifact", None, run_dir / "report", ablations, do_release=False)
     _print_certification(report)
