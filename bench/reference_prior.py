@@ -29,7 +29,7 @@ from common import machine, markdown_table, write_json  # noqa: E402
 from safecritic.configs.fileio import atomic_torch_save  # noqa: E402
 from safecritic.controller.policies import MixturePrior  # noqa: E402
 from safecritic.controller.training import RunPaths, adam, load_trained  # noqa: E402
-from safecritic.controller.updates import Batch, prior_step  # noqa: E402
+from safecritic.controller.updates import Batch, blurred_batch, prior_step  # noqa: E402
 from safecritic.envs.dataset import Transitions, episode_sums, load_offline_data, successful_episode_rows  # noqa: E402
 
 
@@ -78,7 +78,11 @@ def main() -> None:
         idx = keep[torch.randint(0, len(keep), (p.batch_size,), generator=g)]
         if n_start:
             idx[:n_start] = starts[torch.randint(0, len(starts), (n_start,), generator=g)]
-        prior_step(prior, Batch(obs[idx], act[idx], None, None, None, None), opt)
+        if p.reference_noise_entries and p.reference_noise_std > 0.0:  # as the run fits it (the config's blur)
+            batch = blurred_batch(model, train.obs, act, idx, p.reference_noise_entries, p.reference_noise_std, g)
+        else:
+            batch = Batch(obs[idx], act[idx], None, None, None, None)
+        prior_step(prior, batch, opt)
     src, dst = RunPaths(args.run_dir), RunPaths(args.out)
     dst.root.mkdir(parents=True, exist_ok=True)
     shutil.copy(src.config, dst.config)
@@ -96,6 +100,7 @@ def main() -> None:
                 rows.append({"prior": name, "test_nll_successful": float(nll[ok].mean()), "test_nll_all": float(nll.mean())})
     write_json(dst.root / "reference_prior.json", {
         "machine": machine(), "run_dir": str(args.run_dir), "episodes": args.episodes, "start_share": args.start_share,
+        "reference_noise": {"entries": p.reference_noise_entries, "std": p.reference_noise_std},
         "fitted_episodes": int(first[rows_mask].sum()), "fitted_transitions": len(keep), "test_nll": rows})
     print(markdown_table(["prior", "test NLL, successful episodes", "test NLL, all episodes"],
                          [[r["prior"], f"{r['test_nll_successful']:.3f}", f"{r['test_nll_all']:.3f}"] for r in rows]))

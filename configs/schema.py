@@ -292,6 +292,17 @@ class PriorConfig(StrictModel):
         "and the bc_successful ablation. Costs a second prior's pretraining (~20 s on 2 cores by default); its batches come "
         "from a generator of its own, so every other network trains the same with or without it.",
     )
+    reference_noise_entries: list[int] | None = Field(
+        None,
+        description="Raw observation entries (PointNav: the velocity, [2, 3]) blurred with Gaussian noise of "
+        "reference_noise_std while pi_ref is fitted, before the derived features are computed. The robot's own velocity "
+        "mostly repeats its previous action, so a prior fitted on it learns 'keep doing what you were doing' (the "
+        "copycat problem of behaviour cloning) and, met head-on by a state its data never reached that way, does not "
+        "turn; blurred, it must read the geometry. None: pi_ref sees exact observations. pi_beta is not affected.",
+    )
+    # 0.15 (raw units, m/s on PointNav): 15 refits x episode sets paired against no noise, +0.13 return (s.e. 0.06);
+    # 0.3 / 0.5 gave +0.07 / +0.11 (docs/design-notes.md, "The reference prior copies the velocity").
+    reference_noise_std: float = Field(0.15, ge=0.0, le=1e6, description="Std of the noise on reference_noise_entries (raw observation units).")
 
 
 class ConstraintsConfig(StrictModel):

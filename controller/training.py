@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from safecritic.configs.errors import RunError, SafecriticError
+from safecritic.configs.errors import ConfigError, RunError, SafecriticError
 from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
 from safecritic.configs.loader import dump_config
 from safecritic.configs.schema import Config
@@ -24,8 +24,10 @@ from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.updates import (
     ActorTerms,
     ActorUpdate,
+    Batch,
     TrainTensors,
     actor_step,
+    blurred_batch,
     critic_step,
     detector_loss_config,
     detector_step,
@@ -205,6 +207,11 @@ class Trainer:
                     "prior pi_ref to: set -o policy.prior.fit_successful=false -o gate.reference=behaviour, or collect "
                     "data with successful episodes"
                 )
+            bad = [i for i in p.prior.reference_noise_entries or [] if not 0 <= i < self.data.train.obs.shape[1]]
+            if bad:
+                raise ConfigError(f"policy.prior.reference_noise_entries {bad} lie outside the observation (entries "
+                                  f"0..{self.data.train.obs.shape[1] - 1}): name the raw entries that hold the robot's "
+                                  "own velocity (PointNav: [2, 3]), or null")
         self.optimizers = {
             "prior": adam(m.prior.parameters(), p.prior.lr),
             "detector": adam(m.detector.parameters(), c.ood.lr),
@@ -339,6 +346,15 @@ class Trainer:
         self.timings[f"{key}_seconds"] = self.timings.get(f"{key}_seconds", 0.0) + time.perf_counter() - start
         self.timings[f"{key}_steps"] = self.timings.get(f"{key}_steps", 0) + self.step - start_step
 
+    def _reference_batch(self, n: int) -> Batch:
+        """A batch of the successful episodes for pi_ref, with policy.prior.reference_noise_entries blurred."""
+        p = self.config.policy.prior
+        if not p.reference_noise_entries or p.reference_noise_std == 0.0:
+            return self.tensors.sample(n, self.reference_generator, rows=self.successful_rows)
+        idx = self.tensors.draw(n, self.reference_generator, self.successful_rows)
+        return blurred_batch(self.model, self.data.train.obs, self.tensors.act, idx, p.reference_noise_entries,
+                             p.reference_noise_std, self.reference_generator)
+
     def _pretrain(self) -> None:
         p, o = self.config.policy.prior, self.config.critics.ood
         det_cfg = detector_loss_config(self.config)
@@ -350,7 +366,7 @@ class Trainer:
             if self.step < p.steps:
                 out.update(prior_step(self.model.prior, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
                 if self.model.reference_prior is not None:
-                    batch = self.tensors.sample(p.batch_size, self.reference_generator, rows=self.successful_rows)
+                    batch = self._reference_batch(p.batch_size)
                     out.update(prior_step(self.model.reference_prior, batch, self.optimizers["reference_prior"], "reference_nll"))
             if self.step < o.steps:
                 batch = self.tensors.sample(o.batch_size, self.generator)

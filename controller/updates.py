@@ -110,14 +110,17 @@ class TrainTensors:
     def __len__(self) -> int:
         return self.obs.shape[0]
 
+    def draw(self, n: int, generator: torch.Generator, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """n uniform row indices (from `rows` only, when given)."""
+        if rows is None:
+            return torch.randint(0, len(self), (n,), generator=generator)
+        return rows[torch.randint(0, len(rows), (n,), generator=generator)]
+
     def sample(self, batch_size: int, generator: torch.Generator, rare_fraction: float = 0.0,
                rows: torch.Tensor | None = None) -> Batch:
         """A uniform batch (from `rows` only, when given), `rare_fraction` of it from the approaches to accidents."""
         n_rare = int(round(rare_fraction * batch_size)) if len(self.rare) else 0
-        if rows is None:
-            idx = torch.randint(0, len(self), (batch_size - n_rare,), generator=generator)
-        else:
-            idx = rows[torch.randint(0, len(rows), (batch_size - n_rare,), generator=generator)]
+        idx = self.draw(batch_size - n_rare, generator, rows)
         if n_rare:
             pick = torch.randint(0, len(self.rare), (n_rare,), generator=generator)
             idx = torch.cat([idx, self.rare[pick]])
@@ -126,6 +129,17 @@ class TrainTensors:
                      self.n_step.select(idx) if self.n_step is not None else None,
                      self.prior_obs.select(idx) if self.prior_obs is not None else None,
                      self.prior_next_obs.select(idx) if self.prior_next_obs is not None else None)
+
+
+def blurred_batch(model: SafeCriticModel, raw_obs: torch.Tensor, act: torch.Tensor, idx: torch.Tensor,
+                  entries: list[int], std: float, generator: torch.Generator) -> Batch:
+    """Rows idx with Gaussian noise on the raw observation `entries`, then featurised and normalised
+    (so derived features see the same noise), for pi_ref's fit (policy.prior.reference_noise_entries):
+    a prior that cannot read the robot's own velocity exactly cannot just repeat its last action."""
+    with torch.no_grad():
+        raw = raw_obs[idx].clone()
+        raw[:, entries] += std * torch.randn(len(idx), len(entries), generator=generator)
+        return Batch(model.normalize_obs(raw), act[idx], None, None, None, None)  # type: ignore[arg-type]
 
 
 def detector_loss_config(config: Config) -> DetectorLossConfig:

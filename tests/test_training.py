@@ -413,3 +413,35 @@ def test_summary_reports_the_accident_critics_ranking(trained_smoke):
     calibration = json.loads((run_dir / "train_summary.json").read_text())["calibration"]
     assert 0.0 <= calibration["accident_auroc"] <= 1.0
     assert calibration["accident_positives"] > 0
+
+
+def test_pi_refs_batches_blur_only_the_named_raw_entries(smoke_dataset):
+    """policy.prior.reference_noise_entries: the raw velocity gets noise of the configured std before the
+    features are derived; position, goal and hazard columns are the data's; without entries, the plain batch."""
+    from safecritic.controller.updates import blurred_batch
+
+    config = load_config(SMOKE, ["policy.prior.reference_noise_std=0.2"])
+    trainer = Trainer(config, load_offline_data(config.data), "unused")
+    model, tensors, raw = trainer.model, trainer.tensors, trainer.data.train.obs
+    idx = tensors.draw(4096, torch.Generator().manual_seed(0))
+    batch = blurred_batch(model, raw, tensors.act, idx, [2, 3], 0.2, torch.Generator().manual_seed(1))
+    clean = tensors.obs[idx]
+    raw_cols = raw.shape[1]
+    untouched = [c for c in range(raw_cols) if c not in (2, 3)]
+    torch.testing.assert_close(batch.obs[:, untouched], clean[:, untouched])
+    torch.testing.assert_close(batch.act, tensors.act[idx])
+    noise = (batch.obs[:, [2, 3]] - clean[:, [2, 3]]) * model.obs_norm.std[[2, 3]]
+    assert abs(float(noise.std()) - 0.2) < 0.02 and abs(float(noise.mean())) < 0.02
+    assert not torch.equal(batch.obs[:, raw_cols:], clean[:, raw_cols:])  # PointNav's approach speeds read the velocity
+    off = Trainer(load_config(SMOKE, ["policy.prior.reference_noise_entries=null"]), trainer.data, "unused")
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    off.reference_generator = g1
+    torch.testing.assert_close(off._reference_batch(64).obs, off.tensors.sample(64, g2, rows=off.successful_rows).obs)
+
+
+def test_reference_noise_entries_outside_the_observation_are_refused(smoke_dataset):
+    from safecritic.configs import ConfigError
+
+    config = load_config(SMOKE, ["policy.prior.reference_noise_entries=[2, 12]"])
+    with pytest.raises(ConfigError, match=r"reference_noise_entries \[12\].*\[2, 3\]"):
+        Trainer(config, load_offline_data(config.data), "unused")
