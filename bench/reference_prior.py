@@ -78,7 +78,7 @@ def main() -> None:
         idx = keep[torch.randint(0, len(keep), (p.batch_size,), generator=g)]
         if n_start:
             idx[:n_start] = starts[torch.randint(0, len(starts), (n_start,), generator=g)]
-        if p.reference_noise_entries and p.reference_noise_std > 0.0:  # as the run fits it (the config's blur)
+        if p.blurs_reference:  # as the run fits it (the config's blur)
             batch = blurred_batch(model, train.obs, act, idx, p.reference_noise_entries, p.reference_noise_std, g)
         else:
             batch = Batch(obs[idx], act[idx], None, None, None, None)

@@ -304,6 +304,11 @@ class PriorConfig(StrictModel):
     # 0.3 / 0.5 gave +0.07 / +0.11 (docs/design-notes.md, "The reference prior copies the velocity").
     reference_noise_std: float = Field(0.15, ge=0.0, le=1e6, description="Std of the noise on reference_noise_entries (raw observation units).")
 
+    @property
+    def blurs_reference(self) -> bool:
+        """Whether pi_ref's batches get the noise (entries named and a std above zero)."""
+        return bool(self.reference_noise_entries) and self.reference_noise_std > 0.0
+
 
 class ConstraintsConfig(StrictModel):
     """The KL-constrained actor: max Q_R s.t. E_s[Q_C(s, pi(s))] <= cost_limit and KL(pi || pi_beta) <= kl_limit.

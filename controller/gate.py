@@ -60,13 +60,12 @@ def brake_indices_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
         return torch.zeros(0, dtype=torch.long)
     from safecritic.configs.errors import ConfigError
 
-    idx, act_dim, obs_dim = gate.brake_velocity_indices, model.spec.act_dim, model.spec.obs_dim
+    idx, act_dim = gate.brake_velocity_indices, model.spec.act_dim
     if len(idx) != act_dim:
         raise ConfigError(f"gate.brake_velocity_indices has {len(idx)} entries; it needs one velocity entry of the "
                           f"observation per action dimension ({act_dim}), e.g. [2, 3] for PointNav")
-    bad = [i for i in idx if not 0 <= i < obs_dim]
-    if bad:
-        raise ConfigError(f"gate.brake_velocity_indices {bad} lie outside the observation (entries 0..{obs_dim - 1})")
+    model.spec.check_observation_entries("gate.brake_velocity_indices", idx,
+                                         "name the velocity entries of the observation (PointNav: [2, 3]), or null")
     return torch.tensor(idx, dtype=torch.long)
 
 

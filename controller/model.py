@@ -33,6 +33,14 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(d["obs_dim"], d["act_dim"], d["cost_q_max"], tuple(d["act_low"]), tuple(d["act_high"]))
 
+    def check_observation_entries(self, setting: str, entries: list[int] | None, fix: str) -> None:
+        """A setting that names raw observation entries must name existing ones: a ConfigError otherwise."""
+        bad = [i for i in entries or [] if not 0 <= i < self.obs_dim]
+        if bad:
+            from safecritic.configs.errors import ConfigError
+
+            raise ConfigError(f"{setting} {bad} lie outside the observation (entries 0..{self.obs_dim - 1}): {fix}")
+
 
 def _safe_action(config: Config, spec: ModelSpec) -> torch.Tensor:
     """gate.safe_action mapped into [-1, 1]^A (default: the middle of the box, 0)."""

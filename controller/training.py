@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from safecritic.configs.errors import ConfigError, RunError, SafecriticError
+from safecritic.configs.errors import RunError, SafecriticError
 from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
 from safecritic.configs.loader import dump_config
 from safecritic.configs.schema import Config
@@ -207,11 +207,8 @@ class Trainer:
                     "prior pi_ref to: set -o policy.prior.fit_successful=false -o gate.reference=behaviour, or collect "
                     "data with successful episodes"
                 )
-            bad = [i for i in p.prior.reference_noise_entries or [] if not 0 <= i < self.data.train.obs.shape[1]]
-            if bad:
-                raise ConfigError(f"policy.prior.reference_noise_entries {bad} lie outside the observation (entries "
-                                  f"0..{self.data.train.obs.shape[1] - 1}): name the raw entries that hold the robot's "
-                                  "own velocity (PointNav: [2, 3]), or null")
+            m.spec.check_observation_entries("policy.prior.reference_noise_entries", p.prior.reference_noise_entries,
+                                             "name the raw entries that hold the robot's own velocity (PointNav: [2, 3]), or null")
         self.optimizers = {
             "prior": adam(m.prior.parameters(), p.prior.lr),
             "detector": adam(m.detector.parameters(), c.ood.lr),
@@ -349,7 +346,7 @@ class Trainer:
     def _reference_batch(self, n: int) -> Batch:
         """A batch of the successful episodes for pi_ref, with policy.prior.reference_noise_entries blurred."""
         p = self.config.policy.prior
-        if not p.reference_noise_entries or p.reference_noise_std == 0.0:
+        if not p.blurs_reference:
             return self.tensors.sample(n, self.reference_generator, rows=self.successful_rows)
         idx = self.tensors.draw(n, self.reference_generator, self.successful_rows)
         return blurred_batch(self.model, self.data.train.obs, self.tensors.act, idx, p.reference_noise_entries,
