@@ -35,7 +35,7 @@ def build_report(
         engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks),
                            "reference_behavior": reference}
     passed = all(e["passed"] for e in engines.values())
-    failed = [f"{env_id}: {c['criterion']} = {c['value']:.4g} (needs {c['op']} {c['limit']:.4g}{_gap_note(c, e)})"
+    failed = [f"{env_id}: {c['criterion']} = {_criterion_number(c['value'])} (needs {c['op']} {_criterion_number(c['limit'])}{_gap_note(c, e)})"
               for env_id, e in engines.items() for c in e["checks"] if not c["passed"]]
     ablation_rows = []
     for name, ab in {"gated (full)": {"manifest": manifest, "evaluation": evaluation}, **ablations}.items():
@@ -117,6 +117,12 @@ def _gap_line(name: str, gap: dict[str, Any], listed: int = 10) -> str:
             "first N episodes' observations and decision records in evaluation.json.")
 
 
+def _criterion_number(x: float) -> str:
+    """A criterion's value or limit: 4 significant digits below 10 (rates, milliseconds), two decimals above,
+    so that a return of 37.00 against a bar of 37.11 does not print as "37"."""
+    return f"{x:.4g}" if abs(x) < 10 else f"{x:.2f}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -147,7 +153,7 @@ def render(report: dict[str, Any], config: Config) -> str:
         lines += [f"## {env_id}: {'pass' if e['passed'] else 'FAIL'}", "",
                   "| criterion | value | limit | |", "|---|---|---|---|"]
         for c in e["checks"]:
-            lines.append(f"| {c['criterion']} | {c['value']:.4g} | {c['op']} {c['limit']:.4g} | {'pass' if c['passed'] else 'FAIL'} |")
+            lines.append(f"| {c['criterion']} | {_criterion_number(c['value'])} | {c['op']} {_criterion_number(c['limit'])} | {'pass' if c['passed'] else 'FAIL'} |")
         d = s["decision_fractions"]
         lines += ["", f"Success {_pct(s['success_rate'])}, accidents {s['accidents']}/{s['episodes']} "
                   f"({_pct(s['accident_rate'])}, 95% bounds [{_pct(s['accident_rate_low'])}, {_pct(s['accident_rate_upper'])}]), "

@@ -389,6 +389,15 @@ def test_return_gap_splits_into_unfinished_episodes_and_pace():
     json.dumps(none_finished, allow_nan=False)  # report.json stays strict JSON
 
 
+def test_criterion_numbers_keep_the_digits_that_decide_a_bar():
+    """A return of 37.00 against 37.11 must not read "37"; rates and milliseconds keep 4 significant digits."""
+    from safecritic.deploy.report import _criterion_number
+
+    assert _criterion_number(37.0) == "37.00" and _criterion_number(37.114) == "37.11"
+    assert [_criterion_number(x) for x in (0.995, 0.05, 0.014811, 1.0)] == ["0.995", "0.05", "0.01481", "1"]
+    assert _criterion_number(-12.5) == "-12.50"
+
+
 def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
     key = "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior"
     main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
