@@ -398,6 +398,20 @@ def test_criterion_numbers_keep_the_digits_that_decide_a_bar():
     assert _criterion_number(-12.5) == "-12.50"
 
 
+def test_latency_is_timed_after_the_rollouts_in_the_calling_process(artifact):
+    """Certification's batch-1 latency comes from LATENCY_CALLS calls timed once the worker pool has
+    finished (the pool's rollouts would share the cores), and the caller's torch threads survive it."""
+    from safecritic.deploy.evaluate import LATENCY_CALLS, evaluate_artifacts, summarize_env
+
+    config = load_config(SMOKE, ["deploy.episodes=2", "deploy.workers=2", "deploy.threads=1",
+                                 'env.eval_ids=["safecritic/PointNav-v0"]'])
+    threads = torch.get_num_threads()
+    ev = evaluate_artifacts([artifact], config)[str(artifact)]["safecritic/PointNav-v0"]
+    assert torch.get_num_threads() == threads
+    assert ev.latencies_us.shape == (LATENCY_CALLS,) and (ev.latencies_us > 0).all()
+    assert summarize_env(ev)["latency_us"]["calls"] == LATENCY_CALLS and len(ev.episodes) == 2
+
+
 def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
     key = "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior"
     main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
