@@ -116,28 +116,33 @@ def _chunk(args: tuple) -> tuple[str, list[EpisodeResult], np.ndarray]:
     return artifact_dir, results, np.asarray(seen, dtype=np.float32)
 
 
-def time_batch1_calls(artifact_dir: str, observations: np.ndarray, threads: int | None) -> np.ndarray:
-    """Latencies (µs) of LATENCY_CALLS batch-1 calls through the runtime on `observations`
-    (cycled), after LATENCY_WARMUP untimed ones. Runs in the calling process with nothing else
-    of ours running; torch's thread count is restored afterwards."""
+def time_batch1_calls(controller: Any, observations: np.ndarray) -> np.ndarray:
+    """Latencies (µs) of LATENCY_CALLS batch-1 calls of a loaded runtime controller on
+    `observations` (cycled), after LATENCY_WARMUP untimed ones."""
+    for k in range(LATENCY_WARMUP):
+        controller.act(observations[k % len(observations)])
+    latencies = np.empty(LATENCY_CALLS)
+    for k in range(LATENCY_CALLS):
+        o = observations[k % len(observations)]
+        start = time.perf_counter_ns()
+        controller.act(o)
+        latencies[k] = (time.perf_counter_ns() - start) / 1000.0
+    return latencies
+
+
+def _time_after_rollouts(visited: dict[tuple[str, str], list[np.ndarray]], threads: int) -> dict[tuple[str, str], np.ndarray]:
+    """Batch-1 latencies per (artifact, engine), timed in this process with nothing else of ours
+    running: each artifact loaded once, torch's thread count restored afterwards."""
     import torch
 
     from safecritic.deploy.runtime import load
 
     before = torch.get_num_threads()
     try:
-        controller = load(artifact_dir, threads=threads)
-        for k in range(LATENCY_WARMUP):
-            controller.act(observations[k % len(observations)])
-        latencies = np.empty(LATENCY_CALLS)
-        for k in range(LATENCY_CALLS):
-            o = observations[k % len(observations)]
-            start = time.perf_counter_ns()
-            controller.act(o)
-            latencies[k] = (time.perf_counter_ns() - start) / 1000.0
+        controllers = {a: load(a, threads=threads) for a in {key[0] for key in visited}}
+        return {key: time_batch1_calls(controllers[key[0]], np.concatenate(obs)) for key, obs in visited.items()}
     finally:
         torch.set_num_threads(before)
-    return latencies
 
 
 def evaluate_artifacts(
@@ -173,7 +178,7 @@ def evaluate_artifacts(
             for out in pool.imap_unordered(_chunk, work):
                 take(out)
     # After the pool has closed: the timing shares the machine with nothing of ours.
-    latencies = {key: time_batch1_calls(key[0], np.concatenate(obs), d.threads) for key, obs in visited.items()}
+    latencies = _time_after_rollouts(visited, d.threads)
     return {
         a: {
             env_id: EnvEvaluation(env_id, sorted(results[(a, env_id)], key=lambda r: r.index),
