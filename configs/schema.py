@@ -354,6 +354,26 @@ class PolicyConfig(StrictModel):
     )
 
 
+class GoalApproachConfig(StrictModel):
+    """A known-reward term in the gate's ranking near the goal: progress towards it.
+
+    Why: CQL's Q_R is conservative where the data are thin, and the data rarely accelerate at
+    the speeds the gate drives, so Q_R ranks the data's own pace highest everywhere (PointNav,
+    1.2-2 m from the goal: Q_R 15.6 at |a| = 0.4 along the goal, 9.5 at full force, whose true
+    value is higher; docs/design-notes.md, "The final approach"). Near the goal, progress is the
+    reward itself (PointNav: 10 per metre) and the critics still veto; further out the same term
+    drives head-on into hazards and costs timeouts and accidents.
+    """
+
+    goal_indices: list[int] = Field(
+        ..., min_length=1, description="Observation entries that hold the goal relative to the agent, one per action "
+        "dimension, in order (PointNav: [4, 5]): progress of a candidate = its unit-box action . the unit goal vector.")
+    # 100: with progress differences of ~0.1-1 per candidate this makes progress decide, and Q_R + beta log
+    # pi_ref break its ties; 30 and 100 measured alike (docs/design-notes.md, "The final approach").
+    weight: float = Field(100.0, ge=0.0, le=1e4, description="Score units per unit of progress added to Q_R + beta log pi_ref.")
+    radius: float = Field(0.8, gt=0.0, le=1e6, description="The term applies only where the goal is within this distance (observation units).")
+
+
 class GateConfig(StrictModel):
     """The gated controller: candidates, admissibility thresholds, fallback."""
 
@@ -407,6 +427,9 @@ class GateConfig(StrictModel):
     # 5: PointNav under 3x mass, braking as the fallback's action (60 episodes): accidents 47% with the
     # constant stop, 1.7% / 0% / 0% at gains 2 / 5 / 20 (docs/design-notes.md, "The gate under faults").
     brake_gain: float = Field(5.0, ge=0.0, le=1e4, description="Action units per observation unit of velocity for brake_velocity_indices.")
+    goal_approach: GoalApproachConfig | None = Field(
+        None, description="Near the goal, rank the admissible candidates by progress towards it (a known reward), "
+        "Q_R + beta log pi_ref breaking ties: see GoalApproachConfig. None: the learned ranking alone.")
     seed: int = Field(0, ge=0, description="Seed of the fixed offsets (stored in the export: same observation, same action).")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",

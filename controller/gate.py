@@ -13,6 +13,8 @@ admissible), 3 fault (non-finite observation or output: the safe action). Under 
 The safe action is constant, or (gate.brake_velocity_indices) brakes against the observed
 velocity: a constant zero force lets a body that is heavier or less damped than in the data
 coast into a hazard (docs/design-notes.md, "The gate under faults"). Faults keep the constant.
+The ranking is Q_R + beta log pi_ref, plus (gate.goal_approach) a known-reward term near the goal:
+progress towards it, which the conservative Q_R undervalues (docs/design-notes.md, "The final approach").
 """
 
 from __future__ import annotations
@@ -54,19 +56,21 @@ def safe_action_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
     return torch.maximum(torch.minimum(action, model.act_high), model.act_low)
 
 
-def brake_indices_of(model: SafeCriticModel, gate: GateConfig) -> torch.Tensor:
-    """gate.brake_velocity_indices as a long tensor (empty: no braking), checked against the spaces."""
-    if gate.brake_velocity_indices is None:
+def observation_vector_indices(model: SafeCriticModel, entries: list[int] | None, setting: str, meaning: str,
+                               example: str) -> torch.Tensor:
+    """Observation entries that hold a vector with one component per action dimension (a velocity, the
+    goal), as a long tensor (empty: unset), checked against the spaces."""
+    if entries is None:
         return torch.zeros(0, dtype=torch.long)
     from safecritic.configs.errors import ConfigError
 
-    idx, act_dim = gate.brake_velocity_indices, model.spec.act_dim
-    if len(idx) != act_dim:
-        raise ConfigError(f"gate.brake_velocity_indices has {len(idx)} entries; it needs one velocity entry of the "
-                          f"observation per action dimension ({act_dim}), e.g. [2, 3] for PointNav")
-    model.spec.check_observation_entries("gate.brake_velocity_indices", idx,
-                                         "name the velocity entries of the observation (PointNav: [2, 3]), or null")
-    return torch.tensor(idx, dtype=torch.long)
+    act_dim = model.spec.act_dim
+    if len(entries) != act_dim:
+        raise ConfigError(f"{setting} has {len(entries)} entries; it needs one {meaning} entry of the observation "
+                          f"per action dimension ({act_dim}), e.g. {example} for PointNav")
+    model.spec.check_observation_entries(setting, entries,
+                                         f"name the {meaning} entries of the observation (PointNav: {example}), or null")
+    return torch.tensor(entries, dtype=torch.long)
 
 
 class GatedController(nn.Module):
@@ -122,10 +126,18 @@ class GatedController(nn.Module):
         self.register_buffer("act_half", (model.act_high - model.act_low) / 2)
         self.register_buffer("safe_unit", (self.safe_action - self.act_mid) / self.act_half)
         # The braking backup: safe_action - brake_gain * velocity (gate.brake_velocity_indices), per state.
-        self.register_buffer("brake_indices", brake_indices_of(model, gate))
+        self.register_buffer("brake_indices", observation_vector_indices(
+            model, gate.brake_velocity_indices, "gate.brake_velocity_indices", "velocity", "[2, 3]"))
         self.braking = self.brake_indices.numel() > 0
         # In the unit box: safe_unit - (gain / half-range) * velocity, then clipped to [-1, 1] (three ops per call).
         self.register_buffer("brake_unit_gain", -float(gate.brake_gain) / self.act_half)
+        # The goal approach (gate.goal_approach): + weight * progress towards the goal, within radius of it.
+        approach = gate.goal_approach
+        self.register_buffer("goal_indices", observation_vector_indices(
+            model, approach.goal_indices if approach else None, "gate.goal_approach.goal_indices", "goal", "[4, 5]"))
+        self.approaching = approach is not None and approach.weight > 0.0
+        self.approach_weight = float(approach.weight) if approach else 0.0
+        self.approach_radius = float(approach.radius) if approach else 0.0
         fault_record = torch.full((len(RECORD_FIELDS),), float("nan"))
         fault_record[0] = float(CODE_FAULT)
         self.register_buffer("fault_record", fault_record)
@@ -170,6 +182,15 @@ class GatedController(nn.Module):
             parts.append(safe.unsqueeze(0))
         return torch.cat(parts, dim=0)
 
+    def goal_progress(self, obs: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """[K, B] weight * (candidate . unit goal vector) where the goal is within the radius, else 0."""
+        goal = obs.index_select(1, self.goal_indices)
+        dist = torch.linalg.vector_norm(goal, dim=1, keepdim=True)
+        # At the goal itself (dist 0) every heading is as good: the clamp keeps the term finite.
+        heading = goal / dist.clamp_min(1e-6)
+        weight = (dist.squeeze(1) <= self.approach_radius).to(cands.dtype) * self.approach_weight
+        return (cands * heading.unsqueeze(0)).sum(dim=-1) * weight.unsqueeze(0)
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = obs.shape[0]
         finite = torch.isfinite(obs).all(dim=1)
@@ -209,6 +230,8 @@ class GatedController(nn.Module):
         if self.prior_weight > 0.0:
             # The actor's KL-regularised objective, per candidate: Q_R + beta log pi_ref (one fused op).
             score = torch.add(q_r, log_prior, alpha=self.prior_weight)
+        if self.approaching:
+            score = score + self.goal_progress(clean, cands)
         if cost_logits is not None:
             # Max of the logits, then the sigmoid: the same as the max of Q_C (monotone), on K*B values not E*K*B.
             q_c = self.critic.cost_value(cost_logits.max(dim=0).values)  # pessimistic about risk

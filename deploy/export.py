@@ -150,6 +150,8 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
         "safe_action": controller.safe_action.tolist(),
         "braking": ({"velocity_indices": config.gate.brake_velocity_indices, "gain": config.gate.brake_gain}
                     if variant.kind == "gated" and config.gate.brake_velocity_indices is not None else None),
+        "goal_approach": (config.gate.goal_approach.model_dump()
+                          if variant.kind == "gated" and config.gate.goal_approach is not None else None),
         "record_fields": RECORD_FIELDS,
         "decisions": {str(k): v for k, v in DECISIONS.items()},
         "parity_max_abs_diff": worst,

@@ -21,6 +21,7 @@ from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
 from safecritic.deploy.export import parity
 from safecritic.deploy.runtime import ArtifactError, ObservationError, load
 from safecritic.configs.errors import ConfigError
+from safecritic.configs.schema import GoalApproachConfig
 from safecritic.controller.model import SafeCriticModel
 from safecritic.envs.dataset import load_offline_data, successful_episode_rows
 from safecritic.pipeline import export
@@ -176,7 +177,7 @@ def test_gate_decisions_follow_thresholds(smoke_run, observations):
     strict = config.gate.model_copy(update={"cost_threshold": -1.0})  # nothing admissible
     _, rec = GatedController(model, strict)(observations)
     assert (rec[:, 0] == CODE_FALLBACK).all()
-    loose = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 0.0})
+    loose = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 0.0, "goal_approach": None})
     free = GatedController(model, loose, use_ood=False)
     _, rec = free(observations)
     assert (rec[:, 0] != CODE_FALLBACK).all()
@@ -232,6 +233,42 @@ def test_braking_keeps_the_constant_safe_action_for_faults_and_checks_its_indice
             GatedController(model, config.gate.model_copy(update={"brake_velocity_indices": indices}))
 
 
+def test_goal_approach_ranks_by_progress_near_the_goal_only(smoke_run, observations):
+    """Within gate.goal_approach.radius of the goal the chosen candidate maximises Q_R + beta log pi_ref
+    + weight x (unit-box action . unit goal vector); further out the term is zero and the choice is the
+    learned ranking's. Near the goal the choice never heads less towards it than without the term."""
+    config, model, _ = load_trained(smoke_run)
+    obs = observations
+    dist = obs[:, 4:6].norm(dim=1)
+    radius = float(dist.median())  # half the states near, half far
+    base = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 1.0, "goal_approach": None})
+    approach = GoalApproachConfig(goal_indices=[4, 5], weight=50.0, radius=radius)
+    ctrl = GatedController(model, base.model_copy(update={"goal_approach": approach}), use_ood=False)
+    plain = GatedController(model, base, use_ood=False)
+    action, rec = ctrl(obs)
+    plain_action, _ = plain(obs)
+    near = dist <= radius
+    assert 0 < int(near.sum()) < len(obs)
+    x = model.normalize_obs(obs)
+    cands = ctrl.candidates(obs)
+    q_r = model.critic(x, cands)[0].min(0).values
+    heading = obs[:, 4:6] / dist.unsqueeze(1)
+    progress = (cands * heading.unsqueeze(0)).sum(-1)
+    score = q_r + model.reference_prior.log_prob(x, cands) + 50.0 * progress * near.float()
+    best = score.argmax(0)
+    torch.testing.assert_close(rec[:, 1], q_r.gather(0, best.view(1, -1))[0])
+    torch.testing.assert_close(action[~near], plain_action[~near])
+    unit = lambda a: (a - ctrl.act_mid) / ctrl.act_half  # noqa: E731
+    gain = ((unit(action) - unit(plain_action)) * heading).sum(-1)[near]
+    assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the term changed some choices, each towards the goal
+    assert parity(ctrl, torch.jit.script(ctrl), obs) <= 1e-5
+    for indices, message in (([4], "one goal entry of the observation per action dimension"),
+                             ([4, 12], "outside the observation")):
+        bad = base.model_copy(update={"goal_approach": GoalApproachConfig(goal_indices=indices)})
+        with pytest.raises(ConfigError, match=message):
+            GatedController(model, bad)
+
+
 def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):
     """`export -o gate.*` rebuilds the gate without retraining; anything else needs a new run."""
     out = tmp_path / "bf16"
@@ -252,7 +289,8 @@ def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observation
     """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_ref(a|s), and the
     prior candidates are pi_ref's means: the successful episodes' prior, or pi_beta itself."""
     config, model, _ = load_trained(smoke_run)
-    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0, "reference": reference})
+    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0, "reference": reference,
+                                          "goal_approach": None})
     ctrl = GatedController(model, gate, use_ood=False)
     action, rec = ctrl(observations)
     x = model.normalize_obs(observations)
