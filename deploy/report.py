@@ -54,6 +54,9 @@ def build_report(
         "dataset": manifest["dataset"],
         "thresholds": manifest["thresholds"],
         "safe_action": {"constant": manifest["safe_action"], "braking": manifest.get("braking")},
+        # The ranking is baked into the artifact: read it from the manifest, not from the certify config.
+        "ranking": {"prior_weight": manifest["config"]["gate"]["prior_weight"],
+                    "goal_approach": manifest.get("goal_approach")},
         "episodes": config.deploy.episodes,
         "seed": config.deploy.seed,
         "faults": config.env.faults.model_dump(),
@@ -138,12 +141,26 @@ def _safe_action(report: dict[str, Any]) -> str:
     return f"safe action: constant ({constant})"
 
 
+def _ranking(report: dict[str, Any]) -> str:
+    """How the admissible candidates were ranked: Q_R + beta log pi_ref, and the goal approach if on."""
+    ranking = report.get("ranking")
+    if not ranking:
+        return ""
+    text = f"; ranking: Q_R + {ranking['prior_weight']:g} x log pi_ref"
+    approach = ranking["goal_approach"]
+    if approach:
+        text += (f", + {approach['weight']:g} x progress towards the goal within {approach['radius']:g} of it "
+                 f"(observation entries {approach['goal_indices']})")
+    return text
+
+
 def render(report: dict[str, Any], config: Config) -> str:
     lines = [f"# Certification report: {report['run']}", "",
              f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact SHA-256 `{report['artifact_sha256']}`; "
              f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
              f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
-             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}.", ""]
+             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}"
+             f"{_ranking(report)}.", ""]
     if any(v not in (0, 0.0, 1.0) for k, v in report["faults"].items()):
         lines += [f"Faults: {report['faults']}", ""]
     if report["failed_criteria"]:

@@ -470,6 +470,9 @@ def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, 
     assert all("unfinished episode(s)" in f and "pace of the" in f for f in failures)
     assert report["safe_action"] == {"constant": [0.0, 0.0], "braking": {"velocity_indices": [2, 3], "gain": 5.0}}
     assert "safe action: brake, (0, 0) - 5 x observation entries [2, 3]" in (tmp_path / "report" / "report.md").read_text()
+    assert report["ranking"]["goal_approach"] == {"goal_indices": [4, 5], "weight": 100.0, "radius": 0.8}  # the smoke preset's
+    assert ("ranking: Q_R + 1 x log pi_ref, + 100 x progress towards the goal within 0.8 of it (observation entries [4, 5])"
+            in (tmp_path / "report" / "report.md").read_text())
 
 
 def test_failing_certification_exits_1_and_releases_nothing(artifact, tmp_path, capsys):
