@@ -1,0 +1,142 @@
+"""The speed bars at a glance: the JSON the timing benches wrote, against DESIGN.md's "Numbers".
+
+    python bench/acceptance.py --vs-d3rlpy runs/bench/vs_d3rlpy*.json --latency runs/bench/latency*.json \\
+        --eval-loop runs/bench/eval_loop*.json --throughput runs/bench/throughput.json
+
+It measures nothing itself; it reads the files that bench/vs_d3rlpy.py, latency.py, eval_loop.py
+and throughput.py wrote and prints one row per bar with every run's figure, the worst of them
+and whether every run met the bar. Every run is listed because this VM's speed moves between
+runs of the same script by up to ~30% (docs/benchmarks.md): a bar met once is not a margin.
+Return after the same number of updates is compared only on vs_d3rlpy runs that trained to
+--min-updates and rolled out --min-episodes, one row per learner seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
+
+# DESIGN.md, "Numbers this project is held to".
+UPDATE_RATE_RATIO_MIN = 2.0  # CQL update rate vs d3rlpy's, same hyperparameters and data
+LATENCY_P99_US_MAX = 1000.0  # gated controller, batch 1
+LATENCY_OVER_FLOOR_MAX = 3.0  # gated p99 / the bare actor's p99
+EVAL_LOOP_RATIO_MIN = 0.5  # env steps/s with the controller in the loop / the raw step rate
+
+
+def _read(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in paths:
+        try:
+            out.append((path.name, json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            sys.exit(f"{path}: not a bench JSON ({exc}); pass the files the bench scripts wrote")
+    return out
+
+
+def _row(bar: str, target: str, figures: list[tuple[str, float]], fmt: str, met: list[bool]) -> dict[str, Any]:
+    return {"bar": bar, "target": target, "runs": [{"file": f, "value": v} for f, v in figures],
+            "shown": " / ".join(fmt.format(v) for _, v in figures) or "no run given",
+            "met": bool(met) and all(met), "runs_met": f"{sum(met)} of {len(met)}"}
+
+
+def speed_rows(vs_d3rlpy, latency, eval_loop) -> list[dict[str, Any]]:
+    rows = []
+    ratios = [(name, d["median"]["ratio"]) for name, d in vs_d3rlpy]
+    rows.append(_row(f"CQL update rate / d3rlpy's (median of a run's pairs; {vs_d3rlpy[0][1]['precision'] if vs_d3rlpy else ''})",
+                     f">= {UPDATE_RATE_RATIO_MIN}x", ratios, "{:.2f}x", [r >= UPDATE_RATE_RATIO_MIN for _, r in ratios]))
+    pairs = [(name, p["ratio"]) for name, d in vs_d3rlpy for p in d["pairs"]]
+    rows.append(_row("  the same, single pairs (not the bar; how far one pair falls)", f">= {UPDATE_RATE_RATIO_MIN}x",
+                     pairs, "{:.2f}", [r >= UPDATE_RATE_RATIO_MIN for _, r in pairs]))
+    fp32 = [(name, d["median"]["ratio_fp32"]) for name, d in vs_d3rlpy]
+    rows.append(_row("  ours in fp32, d3rlpy's arithmetic (not the bar)", f">= {UPDATE_RATE_RATIO_MIN}x", fp32,
+                     "{:.2f}x", [r >= UPDATE_RATE_RATIO_MIN for _, r in fp32]))
+    p99 = [(name, d["rows"]["gated controller"]["runtime"]["p99_us"]) for name, d in latency]
+    rows.append(_row("gated controller p99, batch 1", f"<= {LATENCY_P99_US_MAX:.0f} µs", p99, "{:.0f}",
+                     [v <= LATENCY_P99_US_MAX for _, v in p99]))
+    over = [(name, d["gated_over_floor_p99"]) for name, d in latency]
+    rows.append(_row("gated p99 / bare actor's p99", f"<= {LATENCY_OVER_FLOOR_MAX}x", over, "{:.2f}x",
+                     [v <= LATENCY_OVER_FLOOR_MAX for _, v in over]))
+    engines = sorted({r["env_id"] for _, d in eval_loop for r in d["rows"]})
+    for engine in engines:
+        loop = [(name, r["ratio"]) for name, d in eval_loop for r in d["rows"] if r["env_id"] == engine]
+        rows.append(_row(f"evaluation loop, {engine} ({', '.join(sorted({str(d['envs']) for _, d in eval_loop}))} envs)",
+                         f">= {EVAL_LOOP_RATIO_MIN:.0%}", loop, "{:.0%}", [v >= EVAL_LOOP_RATIO_MIN for _, v in loop]))
+    return rows
+
+
+def return_rows(vs_d3rlpy, min_updates: int, min_episodes: int) -> list[dict[str, Any]]:
+    """Ours vs d3rlpy after the same updates, per learner seed (runs too short to judge are skipped)."""
+    rows = []
+    for name, d in vs_d3rlpy:
+        ev = d["evaluation"]
+        ours, theirs = ev["safecritic CQL"], ev["d3rlpy CQL"]
+        if d["updates"] < min_updates or ours["episodes"] < min_episodes:
+            continue
+        rows.append({"file": name, "seed": d["hyperparameters"]["seed"], "updates": d["updates"],
+                     "episodes": ours["episodes"], "ours": ours, "theirs": theirs})
+    return rows
+
+
+def throughput_rows(throughput) -> list[dict[str, Any]]:
+    out = []
+    for name, d in throughput:
+        for r in d["rows"]:
+            if "full update" in r["name"]:
+                out.append({"file": name, "update": r["name"], "updates_per_s": r["updates_per_s"],
+                            "fraction_of_peak": r["fraction_of_peak"]})
+        breakdown = d.get("full_update_fp32_time_breakdown")
+        if breakdown:
+            out.append({"file": name, "update": "full update, fp32: time in matmuls (profiler)",
+                        "matmul_share": breakdown["matmul_share"],
+                        "largest_other_ops": [o["op"] for o in breakdown["top_other_ops"][:3]]})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vs-d3rlpy", type=Path, nargs="*", default=[], help="bench/vs_d3rlpy.py outputs")
+    parser.add_argument("--latency", type=Path, nargs="*", default=[], help="bench/latency.py outputs")
+    parser.add_argument("--eval-loop", type=Path, nargs="*", default=[], help="bench/eval_loop.py outputs")
+    parser.add_argument("--throughput", type=Path, nargs="*", default=[], help="bench/throughput.py outputs")
+    parser.add_argument("--min-updates", type=int, default=10000, help="vs_d3rlpy runs shorter than this have no return row")
+    parser.add_argument("--min-episodes", type=int, default=100, help="... nor runs evaluated on fewer episodes")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/acceptance.json"))
+    args = parser.parse_args()
+    if not (args.vs_d3rlpy or args.latency or args.eval_loop or args.throughput):
+        parser.error("name at least one bench JSON (e.g. --latency runs/bench/latency.json)")
+    vs, lat, loop, thr = (_read(p) for p in (args.vs_d3rlpy, args.latency, args.eval_loop, args.throughput))
+
+    speed = speed_rows(vs, lat, loop)
+    print(markdown_table(["bar", "target", "every run", "met in"],
+                         [[r["bar"], r["target"], r["shown"], r["runs_met"]] for r in speed]))
+    returns = return_rows(vs, args.min_updates, args.min_episodes)
+    if returns:
+        print()
+        print(markdown_table(
+            ["learner seed", "updates", "episodes", "ours: return / success / accidents", "d3rlpy: return / success / accidents"],
+            [[r["seed"], r["updates"], r["episodes"],
+              f"{r['ours']['mean_return']:.2f} / {r['ours']['success_rate']:.1%} / {r['ours']['accident_rate']:.1%}",
+              f"{r['theirs']['mean_return']:.2f} / {r['theirs']['success_rate']:.1%} / {r['theirs']['accident_rate']:.1%}"]
+             for r in returns]))
+        ours = [r["ours"]["mean_return"] for r in returns]
+        theirs = [r["theirs"]["mean_return"] for r in returns]
+        print(f"mean return over {len(returns)} seed(s): ours {statistics.mean(ours):.2f}, d3rlpy {statistics.mean(theirs):.2f}"
+              + (f" (seed spread, std: {statistics.stdev(ours):.2f} / {statistics.stdev(theirs):.2f})" if len(returns) > 1 else ""))
+    flops = throughput_rows(thr)
+    for r in flops:
+        if "fraction_of_peak" in r:
+            print(f"{r['update']}: {r['updates_per_s']:.1f} updates/s, {r['fraction_of_peak']:.0%} of the measured matmul peak")
+        else:
+            print(f"{r['update']}: {r['matmul_share']:.0%}; largest other ops: {', '.join(r['largest_other_ops'])}")
+    write_json(args.out, {"machine": machine(), "speed": speed, "returns": returns, "flop_rate": flops})
+
+
+if __name__ == "__main__":
+    main()
