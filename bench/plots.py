@@ -129,6 +129,23 @@ def faults(data: dict, out: Path) -> None:
     fig.savefig(out / "faults.png", dpi=120)
 
 
+def acceptance(data: dict, out: Path) -> None:
+    """Every run's margin on every speed bar (bench/acceptance.py): >= 1 is met, whichever way the bar points."""
+    rows = [r for r in data["speed"] if r["runs"]]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        margins = [run["margin"] for run in r["runs"]]
+        ax.scatter(margins, [i] * len(margins), color="#4C72B0" if r["is_bar"] else "#A0A0A0", alpha=0.8, s=22)
+    ax.axvline(1.0, color="red", linestyle=":", label="the bar")
+    ax.set_yticks(range(len(rows)), [f"{r['bar']} ({r['target']})" if r["is_bar"] else f"({r['bar']})" for r in rows],
+                  fontsize=7)
+    ax.set_xlabel("margin per run: figure / bound (bound / figure for an upper bound); >= 1 is met", fontsize=9)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "acceptance.png", dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", type=Path, default=Path("runs/bench"))
@@ -136,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, fn in (("throughput", throughput), ("vs_d3rlpy", versus), ("latency", latency), ("eval_loop", eval_loop),
-                     ("faults", faults)):
+                     ("faults", faults), ("acceptance", acceptance)):
         data = _load(args.bench / f"{name}.json")
         if data is not None:
             fn(data, args.out)
