@@ -32,13 +32,24 @@ LATENCY_OVER_FLOOR_MAX = 3.0  # gated p99 / the bare actor's p99
 EVAL_LOOP_RATIO_MIN = 0.5  # env steps/s with the controller in the loop / the raw step rate
 
 
-def _read(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+# A key each kind of bench JSON has and the others lack: a file given to the wrong option is named, not a KeyError.
+KINDS = {"vs_d3rlpy": ("pairs", "bench/vs_d3rlpy.py"), "latency": ("gated_over_floor_p99", "bench/latency.py"),
+         "eval_loop": ("envs", "bench/eval_loop.py"), "throughput": ("matmul_peak_gflops", "bench/throughput.py")}
+
+
+def _read(paths: list[Path], kind: str) -> list[tuple[str, dict[str, Any]]]:
+    key, script = KINDS[kind]
     out = []
     for path in paths:
         try:
-            out.append((path.name, json.loads(path.read_text())))
-        except (OSError, ValueError) as exc:
-            sys.exit(f"{path}: not a bench JSON ({exc}); pass the files the bench scripts wrote")
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            sys.exit(f"{path}: cannot read it ({exc.strerror}); run {script} first, or pass the file it wrote (--out)")
+        except ValueError as exc:
+            sys.exit(f"{path}: not JSON ({exc}); pass the file {script} wrote")
+        if not isinstance(data, dict) or key not in data:
+            sys.exit(f"{path} was not written by {script} (no {key!r}); pass it to the option of the script that wrote it")
+        out.append((path.name, data))
     return out
 
 
@@ -123,7 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.vs_d3rlpy or args.latency or args.eval_loop or args.throughput):
         parser.error("name at least one bench JSON (e.g. --latency runs/bench/latency.json)")
-    vs, lat, loop, thr = (_read(p) for p in (args.vs_d3rlpy, args.latency, args.eval_loop, args.throughput))
+    vs, lat, loop, thr = (_read(p, kind) for p, kind in ((args.vs_d3rlpy, "vs_d3rlpy"), (args.latency, "latency"),
+                                                         (args.eval_loop, "eval_loop"), (args.throughput, "throughput")))
 
     speed = speed_rows(vs, lat, loop, args.min_pairs)
     print(markdown_table(["bar", "target", "every run", "met in", "worst margin"],
