@@ -137,7 +137,7 @@ def acceptance(data: dict, out: Path) -> None:
         margins = [run["margin"] for run in r["runs"]]
         ax.scatter(margins, [i] * len(margins), color="#4C72B0" if r["is_bar"] else "#A0A0A0", alpha=0.8, s=22)
     ax.axvline(1.0, color="red", linestyle=":", label="the bar")
-    ax.set_yticks(range(len(rows)), [f"{r['bar']} ({r['target']})" if r["is_bar"] else f"({r['bar']})" for r in rows],
+    ax.set_yticks(range(len(rows)), [f"{r['label']} ({r['target']})" if r["is_bar"] else r["label"] for r in rows],
                   fontsize=7)
     ax.set_xlabel("margin per run: figure / bound (bound / figure for an upper bound); >= 1 is met", fontsize=9)
     ax.invert_yaxis()
