@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +29,25 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        # Runs are compared across days on VMs whose speed moves: say when this one ran.
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048, dtype: "torch.dtype | None" = None) -> float:
+    """GFLOP/s of a large square matmul in `dtype` (default fp32): the machine's practical peak."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_json  # noqa: E402
+from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
@@ -31,19 +31,6 @@ from safecritic.envs.minari_io import dataset_exists  # noqa: E402
 # plain CQL at d3rlpy's sizes (bench/vs_d3rlpy.py uses the same): no accident critic, no constraints
 PLAIN_CQL = ["critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
              "critics.hidden=[256,256]", "critics.shared_trunk=false", "critics.sampled_actions=10"]
-
-
-def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of a large square matmul in `dtype` (the machine's practical peak)."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def measure(name: str, overrides: list[str], full: bool, seconds: float, config_path) -> dict:

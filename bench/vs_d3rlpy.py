@@ -9,6 +9,9 @@ MDPDataset. Speed is measured pair by pair, alternating ours and theirs on the s
 machine in the same minutes (ours in the trained precision, bf16 autocast where the CPU has
 it, and in fp32, d3rlpy's arithmetic); d3rlpy's time is split into batch sampling and the
 algorithm update (d3rlpy logs the same split), and the ratio is reported against both.
+After each pair the machine's fp32 and bf16 matmul peaks are measured (2048², 1 s each), so
+the ratio can be read against what sets it: the host's bf16/fp32 peak ratio and each side's
+fraction of its arithmetic's peak (d3rlpy's FLOPs counted as ours: the same algorithm and sizes).
 Then both train on to the same number of updates and their deterministic policies
 (ours: the actor's mean; theirs: save_policy's TorchScript) run the same MuJoCo episodes.
 """
@@ -26,15 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_json  # noqa: E402
+from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
 from steps import make_step  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.controller.run_policies import numpy_policy  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
+from safecritic.critics.cpu import use_bf16  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
 
@@ -131,6 +136,10 @@ def main() -> None:
         step()
         fp32_step()
     theirs.call("update 10")
+    with FlopCounterMode(display=False) as counter:  # one update of the fp32 twin (only ever timed)
+        fp32_step()
+    gflop = counter.get_total_flops() / 1e9
+    ours_peak = "bf16" if use_bf16(args.precision) else "fp32"
 
     def timed(fn) -> float:
         start = time.perf_counter()
@@ -148,10 +157,16 @@ def main() -> None:
         pair["ratio"] = pair["ours_per_s"] / pair["theirs_per_s"]
         pair["ratio_fp32"] = pair["ours_fp32_per_s"] / pair["theirs_per_s"]
         pair["ratio_vs_update_only"] = pair["ours_per_s"] / pair["theirs_update_only_per_s"]
+        peak = {"fp32": matmul_peak(HP["threads"], 1.0), "bf16": matmul_peak(HP["threads"], 1.0, dtype=torch.bfloat16)}
+        pair.update(peak_fp32_gflops=peak["fp32"], peak_bf16_gflops=peak["bf16"], peak_ratio=peak["bf16"] / peak["fp32"],
+                    ours_fraction_of_peak=ours * gflop / peak[ours_peak],
+                    theirs_fraction_of_fp32_peak=pair["theirs_per_s"] * gflop / peak["fp32"])
         pairs.append(pair)
         print(f"pair {i + 1}: ours {ours:.1f}/s ({args.precision}), ours fp32 {ours_fp32:.1f}/s, d3rlpy "
               f"{pair['theirs_per_s']:.1f}/s ({pair['theirs_update_only_per_s']:.1f}/s without batch sampling): "
-              f"x{pair['ratio']:.2f}, fp32 x{pair['ratio_fp32']:.2f}", flush=True)
+              f"x{pair['ratio']:.2f}, fp32 x{pair['ratio_fp32']:.2f}; matmul peaks fp32 {peak['fp32']:.0f}, bf16 "
+              f"{peak['bf16']:.0f} GFLOP/s (x{pair['peak_ratio']:.2f}): ours at {pair['ours_fraction_of_peak']:.0%} of "
+              f"the {ours_peak} peak, d3rlpy at {pair['theirs_fraction_of_fp32_peak']:.0%} of the fp32 peak", flush=True)
 
     done = 10 + args.pairs * args.pair_updates  # updates of `step`'s model so far
     remaining = max(0, args.updates - done)
@@ -175,7 +190,8 @@ def main() -> None:
 
     theirs_eval = summarize(rollout_policy(d3_act, env_id, args.episodes, 1000))
     med = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
-    result = {"machine": machine(), "hyperparameters": HP, "precision": args.precision, "d3rlpy": theirs.info, "pairs": pairs, "median": med,
+    result = {"machine": machine(), "hyperparameters": HP, "precision": args.precision, "d3rlpy": theirs.info,
+              "gflop_per_update": gflop, "ours_peak": ours_peak, "pairs": pairs, "median": med,
               "updates": args.updates, "ours_train_seconds": ours_train_s, "theirs_train_seconds": t["seconds"],
               "evaluation": {"safecritic CQL": ours_eval, "d3rlpy CQL": theirs_eval}, "d3rlpy_policy": str(policy_path)}
     write_json(args.out, result)
