@@ -93,6 +93,16 @@ def speed_rows(vs_d3rlpy, latency, eval_loop, min_pairs: int) -> list[dict[str, 
     return rows
 
 
+def host_rows(vs_d3rlpy, min_pairs: int) -> list[dict[str, Any]]:
+    """What set each rate ratio, for the runs that measured it (bench/vs_d3rlpy.py since the tenth
+    stop): the host's bf16/fp32 matmul peak ratio and each side's fraction of its arithmetic's peak,
+    medians over the run's pairs. The ratio is about their product (docs/benchmarks.md)."""
+    return [{"file": name, "ratio": d["median"]["ratio"], "peak_ratio": d["median"]["peak_ratio"],
+             "ours_fraction": d["median"]["ours_fraction_of_peak"], "ours_peak": d["ours_peak"],
+             "theirs_fraction": d["median"]["theirs_fraction_of_fp32_peak"]}
+            for name, d in vs_d3rlpy if len(d["pairs"]) >= min_pairs and "peak_ratio" in d["median"]]
+
+
 def return_rows(vs_d3rlpy, min_updates: int, min_episodes: int) -> list[dict[str, Any]]:
     """Ours vs d3rlpy after the same updates, per learner seed (runs too short to judge are skipped)."""
     rows = []
@@ -141,6 +151,10 @@ def main() -> None:
     print(markdown_table(["bar", "target", "every run", "met in", "worst margin"],
                          [[r["label"], r["target"], r["shown"], r["runs_met"],
                            "-" if r["worst_margin"] is None else f"{r['worst_margin']:.3f}"] for r in speed]))
+    hosts = host_rows(vs, args.min_pairs)
+    for h in hosts:
+        print(f"{h['file']}: x{h['ratio']:.2f} with the host's bf16/fp32 matmul peak at x{h['peak_ratio']:.2f}, ours at "
+              f"{h['ours_fraction']:.0%} of the {h['ours_peak']} peak, d3rlpy at {h['theirs_fraction']:.0%} of the fp32 peak")
     returns = return_rows(vs, args.min_updates, args.min_episodes)
     if returns:
         print()
@@ -160,7 +174,7 @@ def main() -> None:
             print(f"{r['update']}: {r['updates_per_s']:.1f} updates/s, {r['fraction_of_peak']:.0%} of the measured matmul peak")
         else:
             print(f"{r['update']}: {r['matmul_share']:.0%}; largest other ops: {', '.join(r['largest_other_ops'])}")
-    write_json(args.out, {"machine": machine(), "speed": speed, "returns": returns, "flop_rate": flops})
+    write_json(args.out, {"machine": machine(), "speed": speed, "hosts": hosts, "returns": returns, "flop_rate": flops})
 
 
 if __name__ == "__main__":
