@@ -8,7 +8,9 @@ One process, one thread; the controller runs over a vector of envs stepped in lo
 The raw and the controlled loops run in alternating blocks (`--rounds`), so that a host
 whose speed drifts during the run (a shared VM does) moves both rates alike and the ratio
 measures the controller, not the hour. The controlled loop's time is split into the
-controller's calls and the rest (stepping the envs, bookkeeping), to name the loss.
+controller's calls and the rest (stepping the envs, bookkeeping), to name the loss; and the
+same batched call is timed alone, back to back on the loop's last observations, so that the
+in-loop call's extra (its weights and buffers evicted by the envs' stepping) is measured too.
 """
 
 from __future__ import annotations
@@ -79,12 +81,18 @@ def measure(env_id: str, n_envs: int, steps: int, rounds: int, controller) -> di
         raw.run(block)
         looped.run(block)
         single.run(max(1, block // 4))
+    alone = []
+    for _ in range(max(1, rounds) * 10):  # the same batch, called back to back (warm caches)
+        start = time.perf_counter()
+        controller.act(looped.obs)
+        alone.append(time.perf_counter() - start)
     return {
         "env_id": env_id, "raw_steps_per_s": raw.rate, "controller_steps_per_s": looped.rate,
         "ratio": looped.rate / raw.rate, "batch1_steps_per_s": single.rate, "batch1_ratio": single.rate / raw.rate,
         "raw_us_per_step": raw.us_per_step(raw.seconds),
         "loop_us_per_step": looped.us_per_step(looped.seconds),
         "controller_us_per_step": looped.us_per_step(looped.policy_seconds),
+        "controller_alone_us_per_step": 1e6 * float(np.median(alone)) / n_envs,
         "env_us_per_step_in_loop": looped.us_per_step(looped.seconds - looped.policy_seconds),
     }
 
@@ -102,10 +110,11 @@ def main() -> None:
     rows = [measure(env_id, args.envs, args.steps, args.rounds, controller) for env_id in ENGINES]
     table = markdown_table(
         ["engine", "raw steps/s", f"with controller ({args.envs} envs)", "ratio", "with controller (1 env)", "ratio",
-         "µs/step: raw", "µs/step in loop: controller + the rest"],
+         "µs/step: raw", "µs/step in loop: controller + the rest", "controller alone µs/step"],
         [[r["env_id"], f"{r['raw_steps_per_s']:.0f}", f"{r['controller_steps_per_s']:.0f}", f"{r['ratio']:.0%}",
           f"{r['batch1_steps_per_s']:.0f}", f"{r['batch1_ratio']:.0%}", f"{r['raw_us_per_step']:.1f}",
-          f"{r['controller_us_per_step']:.1f} + {r['env_us_per_step_in_loop']:.1f}"] for r in rows],
+          f"{r['controller_us_per_step']:.1f} + {r['env_us_per_step_in_loop']:.1f}",
+          f"{r['controller_alone_us_per_step']:.1f}"] for r in rows],
     )
     write_json(args.out, {"machine": machine(), "envs": args.envs, "rounds": args.rounds,
                           "artifact": str(args.artifact_dir), "rows": rows})
