@@ -65,10 +65,14 @@ def _row(bar: str, bound: float, at_least: bool, figures: list[tuple[str, float]
             "worst_margin": min(margins) if margins else None}
 
 
-def speed_rows(vs_d3rlpy, latency, eval_loop, min_pairs: int) -> list[dict[str, Any]]:
+def rate_runs(vs_d3rlpy, min_pairs: int) -> list[tuple[str, dict[str, Any]]]:
+    """The vs_d3rlpy runs that measure the update rate: a run made for its return (one short pair) does not."""
+    return [(name, d) for name, d in vs_d3rlpy if len(d["pairs"]) >= min_pairs]
+
+
+def speed_rows(vs_d3rlpy, latency, eval_loop) -> list[dict[str, Any]]:
+    """One row per bar; `vs_d3rlpy` holds the rate runs only (`rate_runs`)."""
     rows = []
-    # A run made for its return (one short pair) does not measure the rate.
-    vs_d3rlpy = [(name, d) for name, d in vs_d3rlpy if len(d["pairs"]) >= min_pairs]
     ratios = [(name, d["median"]["ratio"]) for name, d in vs_d3rlpy]
     ratio_target = f">= {UPDATE_RATE_RATIO_MIN}x"
     rows.append(_row("CQL update rate / d3rlpy's (median of a run's pairs)",
@@ -93,14 +97,14 @@ def speed_rows(vs_d3rlpy, latency, eval_loop, min_pairs: int) -> list[dict[str, 
     return rows
 
 
-def host_rows(vs_d3rlpy, min_pairs: int) -> list[dict[str, Any]]:
-    """What set each rate ratio, for the runs that measured it (bench/vs_d3rlpy.py since the tenth
+def host_rows(vs_d3rlpy) -> list[dict[str, Any]]:
+    """What set each rate ratio, for the rate runs that measured it (bench/vs_d3rlpy.py since the tenth
     stop): the host's bf16/fp32 matmul peak ratio and each side's fraction of its arithmetic's peak,
     medians over the run's pairs. The ratio is about their product (docs/benchmarks.md)."""
     return [{"file": name, "ratio": d["median"]["ratio"], "peak_ratio": d["median"]["peak_ratio"],
              "ours_fraction": d["median"]["ours_fraction_of_peak"], "ours_peak": d["ours_peak"],
              "theirs_fraction": d["median"]["theirs_fraction_of_fp32_peak"]}
-            for name, d in vs_d3rlpy if len(d["pairs"]) >= min_pairs and "peak_ratio" in d["median"]]
+            for name, d in vs_d3rlpy if "peak_ratio" in d["median"]]
 
 
 def return_rows(vs_d3rlpy, min_updates: int, min_episodes: int) -> list[dict[str, Any]]:
@@ -147,11 +151,12 @@ def main() -> None:
     vs, lat, loop, thr = (_read(p, kind) for p, kind in ((args.vs_d3rlpy, "vs_d3rlpy"), (args.latency, "latency"),
                                                          (args.eval_loop, "eval_loop"), (args.throughput, "throughput")))
 
-    speed = speed_rows(vs, lat, loop, args.min_pairs)
+    rates = rate_runs(vs, args.min_pairs)
+    speed = speed_rows(rates, lat, loop)
     print(markdown_table(["bar", "target", "every run", "met in", "worst margin"],
                          [[r["label"], r["target"], r["shown"], r["runs_met"],
                            "-" if r["worst_margin"] is None else f"{r['worst_margin']:.3f}"] for r in speed]))
-    hosts = host_rows(vs, args.min_pairs)
+    hosts = host_rows(rates)
     for h in hosts:
         print(f"{h['file']}: x{h['ratio']:.2f} with the host's bf16/fp32 matmul peak at x{h['peak_ratio']:.2f}, ours at "
               f"{h['ours_fraction']:.0%} of the {h['ours_peak']} peak, d3rlpy at {h['theirs_fraction']:.0%} of the fp32 peak")

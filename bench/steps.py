@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from safecritic.controller.training import Trainer
 from safecritic.controller.updates import detector_loss_config, detector_step
 from safecritic.critics.cpu import use_bf16
@@ -25,3 +27,11 @@ def make_step(trainer: Trainer, with_detector: bool = False) -> Callable[[], Non
             m.detector.requires_grad_(False)
 
     return step
+
+
+def gflop_of(step: Callable[[], object]) -> float:
+    """GFLOP of one call of `step` (forward and backward matmuls, counted by torch, not estimated).
+    The call is a real update: the step's model moves on by one."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / 1e9

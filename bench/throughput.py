@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
-from steps import make_step  # noqa: E402
+from steps import gflop_of, make_step  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.minari_io import dataset_exists  # noqa: E402
 
@@ -40,15 +39,13 @@ def measure(name: str, overrides: list[str], full: bool, seconds: float, config_
     step = make_step(trainer, with_detector=full)
     for _ in range(20):
         step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+    gflop = gflop_of(step)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         count += 1
     rate = count / (time.perf_counter() - start)
-    return {"name": name, "updates_per_s": rate, "gflop_per_update": flops / 1e9, "gflops": rate * flops / 1e9,
+    return {"name": name, "updates_per_s": rate, "gflop_per_update": gflop, "gflops": rate * gflop,
             "overrides": overrides}
 
 

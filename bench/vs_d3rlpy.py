@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
-from steps import make_step  # noqa: E402
+from steps import gflop_of, make_step  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
@@ -136,9 +135,7 @@ def main() -> None:
         step()
         fp32_step()
     theirs.call("update 10")
-    with FlopCounterMode(display=False) as counter:  # one update of the fp32 twin (only ever timed)
-        fp32_step()
-    gflop = counter.get_total_flops() / 1e9
+    gflop = gflop_of(fp32_step)  # one more update of the fp32 twin, which is only ever timed
     ours_peak = "bf16" if use_bf16(args.precision) else "fp32"
 
     def timed(fn) -> float:
