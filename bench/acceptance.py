@@ -59,7 +59,8 @@ def _row(bar: str, bound: float, at_least: bool, figures: list[tuple[str, float]
     figure for an upper bound), so that a margin >= 1 is met whichever way the bar points."""
     margins = [(v / bound if at_least else bound / v) for _, v in figures]
     met = [m >= 1.0 for m in margins]
-    return {"bar": bar, "is_bar": is_bar, "label": bar if is_bar else f"({bar})", "target": target, "runs": [{"file": f, "value": v, "margin": m} for (f, v), m in zip(figures, margins)],
+    return {"bar": bar, "is_bar": is_bar, "label": bar if is_bar else f"({bar})", "target": target,
+            "runs": [{"file": f, "value": v, "margin": m} for (f, v), m in zip(figures, margins)],
             "shown": " / ".join(fmt.format(v) for _, v in figures) or "no run given",
             "met": bool(met) and all(met), "runs_met": f"{sum(met)} of {len(met)}",
             "worst_margin": min(margins) if margins else None}
