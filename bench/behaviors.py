@@ -53,7 +53,7 @@ def main() -> None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
             "# PointNav behaviour policies\n\n"
-            "The scripted behaviours that generate the offline data (envs/behaviors/pointnav.py), "
+            "The scripted behaviours that generate the offline data (envs/pointnav/behaviors.py), "
             f"{args.episodes} episodes each, the same episode seeds in both engines.\n\n"
             f"{table}\n\nProduced by:\n\n```\n{command}\n```\n"
         )

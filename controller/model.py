@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from safecritic.configs.schema import Config
-from safecritic.controller.policies import MixturePrior, TanhGaussianActor
-from safecritic.critics.duals import DualVariable
+from safecritic.controller.policies import MixturePolicy
 from safecritic.critics.networks import Normalizer
 from safecritic.critics.ood import OODDetector, with_prior_term
 from safecritic.critics.q_ensemble import QEnsemble
-from safecritic.envs.features import featurizer_for
+from safecritic.envs.registry import task_for
+from safecritic.envs.task import Task
 
 
 @dataclass(frozen=True)
@@ -33,107 +33,91 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(d["obs_dim"], d["act_dim"], d["cost_q_max"], tuple(d["act_low"]), tuple(d["act_high"]))
 
-    def check_observation_entries(self, setting: str, entries: list[int] | None, fix: str) -> None:
-        """A setting that names raw observation entries must name existing ones: a ConfigError otherwise."""
-        bad = [i for i in entries or [] if not 0 <= i < self.obs_dim]
-        if bad:
-            from safecritic.configs.errors import ConfigError
 
-            raise ConfigError(f"{setting} {bad} lie outside the observation (entries 0..{self.obs_dim - 1}): {fix}")
+class Identity(nn.Module):
+    """The observation as it is (a task without derived features)."""
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs
 
 
-def _safe_action(config: Config, spec: ModelSpec) -> torch.Tensor:
-    """gate.safe_action mapped into [-1, 1]^A (default: the middle of the box, 0)."""
-    low, high = torch.tensor(spec.act_low), torch.tensor(spec.act_high)
-    if config.gate.safe_action is None or len(config.gate.safe_action) != spec.act_dim:
-        return torch.zeros(spec.act_dim)  # a wrong length is reported by the gate's own check
-    action = torch.maximum(torch.minimum(torch.tensor(config.gate.safe_action), high), low)
-    return (2.0 * (action - low) / (high - low) - 1.0).float()
+class ConstantAction(nn.Module):
+    """The safe action of a task without one of its own: a constant, whatever the observation."""
+
+    def __init__(self, action: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("action", action.clone().float())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.action.expand(obs.shape[0], self.action.shape[0])
+
+
+def constant_safe_action(values: list[float] | None, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """gate.safe_action clipped to the bounds (default: the middle of the action box), env units."""
+    low, high = low.float(), high.float()
+    if values is None:
+        return (low + high) / 2
+    action = torch.tensor(values, dtype=torch.float32)
+    if action.shape != low.shape:
+        from safecritic.configs.errors import ConfigError
+
+        raise ConfigError(f"gate.safe_action has {action.numel()} entries; the action space has {low.numel()}: "
+                          f"give {low.numel()} numbers, or null for the middle of the box")
+    return torch.maximum(torch.minimum(action, high), low).float()
 
 
 class SafeCriticModel(nn.Module):
-    """Normaliser, behaviour prior, OOD detector, critics (+ targets), actor, temperature, duals.
+    """Features, normaliser, priors, OOD detector, critics (+ targets), the actor and its unconstrained twin.
 
-    Networks see normalised observations and actions in [-1, 1]^A; `normalize_obs`,
-    `to_unit_action` and `from_unit_action` convert at the boundary.
+    Networks see normalised featurised observations and actions in [-1, 1]^A;
+    `normalize_obs`, `to_unit_action` and `from_unit_action` convert at the boundary.
     """
 
-    def __init__(self, config: Config, spec: ModelSpec) -> None:
+    def __init__(self, config: Config, spec: ModelSpec, task: Task | None = None) -> None:
         super().__init__()
         c, p = config.critics, config.policy
         self.spec = spec
-        # Derived features (envs/features.py) are appended before normalisation; every
-        # network sees the featurized observation, and the exports carry the featurizer.
-        self.features = featurizer_for(config.env.id, config.env.features)
-        o, a = self.features.out_dim(spec.obs_dim), spec.act_dim
+        task = task or task_for(config.env.id)
+        # The task's derived features are appended before normalisation; every network sees them,
+        # and the exports carry the module (envs/task.py).
+        self.features = task.features() if task.features is not None else Identity()
+        with torch.no_grad():
+            o = int(self.features(torch.zeros(1, spec.obs_dim)).shape[1])
+        a = spec.act_dim
         self.obs_norm = Normalizer(torch.zeros(o), torch.ones(o))
         self.register_buffer("act_low", torch.tensor(spec.act_low, dtype=torch.float32))
         self.register_buffer("act_high", torch.tensor(spec.act_high, dtype=torch.float32))
-        self.prior = MixturePrior(o, a, p.prior.hidden, p.prior.components)
+        # The safe action: the task's own module (raw observations -> env action), else a constant.
+        constant = constant_safe_action(config.gate.safe_action, self.act_low, self.act_high)
+        self.register_buffer("safe_action_unit", self.to_unit_action(constant))
+        self.safe_action = (task.safe_action(self.act_low, self.act_high) if task.safe_action is not None
+                            else ConstantAction(constant))
+        self.prior = MixturePolicy(o, a, p.hidden, p.components)  # pi_beta: all the data (BC)
+        self.reference = MixturePolicy(o, a, p.hidden, p.components)  # pi_ref: the successful episodes
         self.detector = OODDetector(o, a, c.ood.hidden, torch.full((o,), -3.0), torch.full((o,), 3.0))
-        # Calibrated OOD threshold and the spread of calibration scores (set after pretraining).
+        # Calibrated OOD threshold, and c of the score's prior term (set after pretraining).
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
-        self.register_buffer("ood_spread", torch.tensor(1.0))
-        # c in OOD score = -f(s, a) + c * (-log pi_beta(a|s)); set with the threshold (0: contrastive alone).
         self.register_buffer("ood_prior_scale", torch.tensor(0.0))
-        cost_members = c.accident.members if c.accident.enabled else 0
-        self.critic = QEnsemble(
-            o, a, c.hidden, c.task.members, cost_members, c.shared_trunk, c.layer_norm, spec.cost_q_max
-        )
-        self.critic_target = QEnsemble(
-            o, a, c.hidden, c.task.members, cost_members, c.shared_trunk, c.layer_norm, spec.cost_q_max
-        )
+        self.critic = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
+        # Q_C starts at the budget, not at q_max / 2: from 0.5 every state looks infeasible for the first
+        # thousands of updates, the actor learns only to minimise a risk estimate still inflated by the
+        # push-up, and on PointNav it settled on standing still (docs/design.md, "The accident critic").
+        self.critic.start_cost_heads_at(p.cost_limit)
+        self.critic_target = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.actor = TanhGaussianActor(o, a, p.hidden)
-        self.log_temperature = nn.Parameter(torch.tensor(float(p.temperature_init)).log())
-        # The unconstrained actor on the same critics (ablation "plain CQL actor"); its own temperature.
-        self.plain_actor = TanhGaussianActor(o, a, p.hidden) if p.plain_actor else None
-        self.plain_log_temperature = nn.Parameter(torch.tensor(float(p.temperature_init)).log()) if p.plain_actor else None
-        self.cql_alpha = DualVariable(c.task.alpha, c.task.alpha_lr)
-        # The gate's safe action in the unit box, also a candidate of the 'safest' backup.
-        safe = _safe_action(config, spec)
-        self.register_buffer("safe_action_unit", safe if config.gate.safe_candidate else None)
-        k = p.constraints
-        self.cost_multiplier = DualVariable(k.cost_init, k.cost_lr, k.cost_max)  # lambda_C
-        self.kl_multiplier = DualVariable(k.kl_init, k.kl_lr, k.kl_max)  # beta
-        # pi_ref, the gate's reference behaviour (gate.reference): pi_beta's shape, fitted to the successful
-        # episodes only. Built last, so that its initialisation draws leave every other network's unchanged.
-        fit = p.prior.fit_successful
-        self.reference_prior = MixturePrior(o, a, p.prior.hidden, p.prior.components) if fit else None
-        self.kl_to_reference = p.constraints.kl_prior == "successful"
-
-    @property
-    def kl_prior(self) -> MixturePrior:
-        """The prior of the actor's KL term (policy.constraints.kl_prior): pi_beta or pi_ref."""
-        if self.kl_to_reference:
-            assert self.reference_prior is not None  # the schema requires policy.prior.fit_successful
-            return self.reference_prior
-        return self.prior
+        self.actor = MixturePolicy(o, a, p.hidden, p.components)
+        self.unconstrained = MixturePolicy(o, a, p.hidden, p.components)  # the ablation: no accident constraint
 
     def ood_score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """The OOD score the gate thresholds (higher: further from the data); obs [..., B, D], act [..., B, A]."""
+        """The OOD score the gate thresholds (higher: further from the data); obs [B, D], act [..., B, A]."""
         score = self.detector.score(obs, act)
         scale = float(self.ood_prior_scale)
         return with_prior_term(score, self.prior.log_prob(obs, act), scale) if scale > 0.0 else score
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Runs trained before the prior term in the OOD score have no `ood_prior_scale`:
-        their threshold was calibrated on the contrastive score alone, which scale 0 reproduces."""
-        if "ood_prior_scale" not in state_dict:
-            state_dict = dict(state_dict)
-            state_dict["ood_prior_scale"] = torch.tensor(0.0)
-        if self.reference_prior is not None and not any(k.startswith("reference_prior.") for k in state_dict):
-            from safecritic.configs.errors import RunError
-
-            raise RunError("this run was trained without the reference prior pi_ref (before policy.prior.fit_successful "
-                           "existed): in the run's config.yaml set policy.prior.fit_successful: false and "
-                           "gate.reference: behaviour, or retrain")
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def featurize(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observations [B, obs_dim] -> [B, feature_dim] (observation + derived features)."""
-        return self.features(obs)
+    def safe_units(self, raw_obs: torch.Tensor) -> torch.Tensor:
+        """The safe action at raw observations, in the unit box [B, A] (training's candidates)."""
+        return self.to_unit_action(self.safe_action(raw_obs))
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations -> the networks' normalised input."""

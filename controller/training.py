@@ -21,28 +21,16 @@ from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
 from safecritic.configs.loader import dump_config
 from safecritic.configs.schema import Config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
-from safecritic.controller.updates import (
-    ActorTerms,
-    ActorUpdate,
-    Batch,
-    TrainTensors,
-    actor_step,
-    blurred_batch,
-    critic_step,
-    detector_loss_config,
-    detector_step,
-    polyak,
-    prior_step,
-    update_duals,
-)
+from safecritic.controller.policies import MixturePolicy, mode_index
+from safecritic.controller.update import TrainTensors, Update, pretrain_update
 from safecritic.critics.conformal import conformal_threshold
 from safecritic.critics.cpu import tune_cpu, use_bf16
 from safecritic.critics.diagnostics import accident_auroc, steps_before_accident
 from safecritic.critics.csc import cost_q_max
-from safecritic.envs.dataset import NormStats, OfflineData, discounted_returns, n_step_backups, successful_episode_rows
+from safecritic.critics.q_ensemble import POLICY_RISK
+from safecritic.envs.dataset import NormStats, OfflineData, successful_episode_rows
 
-CHECKPOINT_FORMAT = 1
-REFERENCE_SEED_OFFSET = 1  # pi_ref's batch generator: run.seed + this (any fixed offset: a stream apart from the main one)
+CHECKPOINT_FORMAT = 2  # 2: the mixture actor, two accident heads, the state-wise multiplier
 PHASES = ("pretrain", "critic", "done")
 
 
@@ -107,7 +95,7 @@ def model_spec(config: Config, data: OfflineData) -> ModelSpec:
 def _prepare_model(model: SafeCriticModel, data: OfflineData) -> None:
     """Data-dependent buffers: normalisation statistics and the detector's state box."""
     with torch.no_grad():
-        stats = NormStats.of(model.featurize(data.train.obs))  # train split only, featurized
+        stats = NormStats.of(model.features(data.train.obs))  # train split only, featurised
         model.obs_norm.mean.copy_(stats.mean)
         model.obs_norm.std.copy_(stats.std)
         obs_n = model.normalize_obs(data.train.obs)
@@ -128,7 +116,7 @@ def accident_ranking(model: SafeCriticModel, transitions, horizon: int) -> dict[
     within `horizon` steps above the rest (AUROC; issue 3's check of the accident critic)."""
     x = model.normalize_obs(transitions.obs)
     _, logits = model.critic(x, model.to_unit_action(transitions.act))
-    q_cost = model.critic.cost_value(logits).max(dim=0).values
+    q_cost = model.critic.cost_value(logits[..., POLICY_RISK]).max(dim=0).values
     return accident_auroc(q_cost, transitions, horizon)
 
 
@@ -164,11 +152,8 @@ def calibrate_detector(model: SafeCriticModel, data: OfflineData, config: Config
         scores = model.ood_score(obs, act)
     alpha = config.critics.ood.false_alarm_rate
     tau = conformal_threshold(scores, alpha)
-    q25, q75 = torch.quantile(scores, torch.tensor([0.25, 0.75])).tolist()
     model.ood_tau.fill_(tau)
-    model.ood_spread.fill_(max(q75 - q25, 1e-3))
-    return {"ood_tau": tau, "ood_calib_n": int(scores.numel()), "ood_alpha": alpha, "ood_spread": float(model.ood_spread),
-            "ood_prior_scale": scale}
+    return {"ood_tau": tau, "ood_calib_n": int(scores.numel()), "ood_alpha": alpha, "ood_prior_scale": scale}
 
 
 @dataclass
@@ -180,6 +165,8 @@ class Trainer:
     run_dir: Path
     progress: Progress = field(default_factory=NoProgress)
     on_step: Callable[[str, int], None] | None = None
+    # The critic-phase update; bench/constraints.py passes the alternatives it measures against it.
+    update_class: type[Update] = Update
 
     def __post_init__(self) -> None:
         self.paths = RunPaths(Path(self.run_dir))
@@ -188,43 +175,26 @@ class Trainer:
         self.spec = model_spec(self.config, self.data)
         self.model = SafeCriticModel(self.config, self.spec)
         _prepare_model(self.model, self.data)
-        horizon = self.config.critics.accident.oversample_horizon
-        rare = torch.nonzero(steps_before_accident(self.data.train, horizon, require_terminal=False)).flatten()
-        c, p = self.config.critics, self.config.policy
-        self.tensors = TrainTensors(
-            self.model, self.data.train.obs, self.data.train.act, self.data.train.rew,
-            self.data.train.cost, self.data.train.next_obs, self.data.train.terminal, rare,
-            discounted_returns(self.data.train, c.gamma) if c.task.mc_lower_bound else None,
-            n_step_backups(self.data.train, c.task.n_step, c.gamma) if c.task.n_step > 1 else None,
-        )
+        c, p, train = self.config.critics, self.config.policy, self.data.train
+        rare = torch.nonzero(steps_before_accident(train, c.accident.oversample_horizon, require_terminal=False)).flatten()
+        self.tensors = TrainTensors(self.model, train.obs, train.act, train.rew, train.cost, train.next_obs,
+                                    train.terminal, rare)
+        self.successful_rows = torch.nonzero(successful_episode_rows(
+            train, self.data.info.has_success, self.config.data.successful_quantile)).flatten()
+        if not len(self.successful_rows):
+            raise RunError(
+                "no training episode is free of cost, so there is nothing to fit pi_ref (the successful episodes' "
+                "behaviour) to: collect data that holds some episodes without any cost"
+            )
         m = self.model
-        self.successful_rows = torch.zeros(0, dtype=torch.long)
-        if m.reference_prior is not None:
-            self.successful_rows = torch.nonzero(successful_episode_rows(self.data.train)).flatten()
-            if not len(self.successful_rows):
-                raise RunError(
-                    "no training episode terminated without a cost, so there is nothing to fit the gate's reference "
-                    "prior pi_ref to: set -o policy.prior.fit_successful=false -o gate.reference=behaviour, or collect "
-                    "data with successful episodes"
-                )
-            m.spec.check_observation_entries("policy.prior.reference_noise_entries", p.prior.reference_noise_entries,
-                                             "name the raw entries that hold the robot's own velocity (PointNav: [2, 3]), or null")
         self.optimizers = {
-            "prior": adam(m.prior.parameters(), p.prior.lr),
-            "detector": adam(m.detector.parameters(), c.ood.lr),
+            "prior": adam(m.prior.parameters(), p.prior_lr),
+            "reference": adam(m.reference.parameters(), p.prior_lr),
+            "detector": adam(m.detector.parameters(), c.lr),
             "critic": adam(m.critic.parameters(), c.lr),
-            "actor": adam(m.actor.parameters(), p.lr),
-            "temperature": adam([m.log_temperature], p.temperature_lr),
+            "actor": adam([*m.actor.parameters(), *m.unconstrained.parameters()], p.lr),
         }
-        if m.reference_prior is not None:
-            self.optimizers["reference_prior"] = adam(m.reference_prior.parameters(), p.prior.lr)
-        if m.plain_actor is not None:
-            self.optimizers["plain_actor"] = adam(m.plain_actor.parameters(), p.lr)
-            self.optimizers["plain_temperature"] = adam([m.plain_log_temperature], p.temperature_lr)
         self.generator = torch.Generator().manual_seed(self.config.run.seed)
-        # pi_ref's batches come from a generator of their own, so that fitting pi_ref leaves every
-        # other network's training bit-identical to a run without it (policy.prior.fit_successful).
-        self.reference_generator = torch.Generator().manual_seed(self.config.run.seed + REFERENCE_SEED_OFFSET)
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
         self.calibration: dict[str, float] = {}
         self.timings: dict[str, float] = {}
@@ -240,7 +210,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "generator": self.generator.get_state(),
-            "reference_generator": self.reference_generator.get_state(),
             "dataset_sha256": self.data.info.sha256,
             "calibration": self.calibration,
             "timings": self.timings,
@@ -260,8 +229,6 @@ class Trainer:
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.generator.set_state(state["generator"])
-        if "reference_generator" in state:  # checkpoints from before pi_ref have none (and no pi_ref to fit)
-            self.reference_generator.set_state(state["reference_generator"])
         self.phase, self.step, self.metrics_lines = state["phase"], state["step"], state["metrics_lines"]
         self.calibration, self.timings = dict(state["calibration"]), dict(state["timings"])
         # Forget metrics written after this checkpoint: they will be written again.
@@ -343,80 +310,42 @@ class Trainer:
         self.timings[f"{key}_seconds"] = self.timings.get(f"{key}_seconds", 0.0) + time.perf_counter() - start
         self.timings[f"{key}_steps"] = self.timings.get(f"{key}_steps", 0) + self.step - start_step
 
-    def _reference_batch(self, n: int) -> Batch:
-        """A batch of the successful episodes for pi_ref, with policy.prior.reference_noise_entries blurred."""
-        p = self.config.policy.prior
-        if not p.blurs_reference:
-            return self.tensors.sample(n, self.reference_generator, rows=self.successful_rows)
-        idx = self.tensors.draw(n, self.reference_generator, self.successful_rows)
-        return blurred_batch(self.model, self.data.train.obs, self.tensors.act, idx, p.reference_noise_entries,
-                             p.reference_noise_std, self.reference_generator)
-
     def _pretrain(self) -> None:
-        p, o = self.config.policy.prior, self.config.critics.ood
-        det_cfg = detector_loss_config(self.config)
-        total = max(p.steps, o.steps)
+        p, o, batch_size = self.config.policy, self.config.critics.ood, self.config.critics.batch_size
         bf16 = use_bf16(self.config.run.precision)
+        t, g = self.tensors, self.generator
 
         def step() -> dict[str, torch.Tensor]:
-            out: dict[str, torch.Tensor] = {}
-            if self.step < p.steps:
-                out.update(prior_step(self.model.prior, self.tensors.sample(p.batch_size, self.generator), self.optimizers["prior"]))
-                if self.model.reference_prior is not None:
-                    batch = self._reference_batch(p.batch_size)
-                    out.update(prior_step(self.model.reference_prior, batch, self.optimizers["reference_prior"], "reference_nll"))
-            if self.step < o.steps:
-                batch = self.tensors.sample(o.batch_size, self.generator)
-                out.update(detector_step(self.model, batch, self.optimizers["detector"], det_cfg, self.generator, bf16))
-            return out
+            fit_priors = self.step < p.prior_steps
+            return pretrain_update(
+                self.model,
+                t.sample(batch_size, g) if fit_priors else None,
+                t.sample(batch_size, g, rows=self.successful_rows) if fit_priors else None,
+                t.sample(batch_size, g) if self.step < o.steps else None,
+                self.optimizers, g, bf16)
 
-        self._loop(total, step)
+        self._loop(max(p.prior_steps, o.steps), step)
         self.calibration = calibrate_detector(self.model, self.data, self.config)
         self.phase, self.step = "critic", 0
         self.save()
 
     def update_step(self) -> Callable[[], dict[str, torch.Tensor]]:
-        """One critic-phase update (critics, actor, duals, plain actor, targets) as a closure:
-        the training loop calls it, and bench/ times exactly the same function."""
-        cfg = self.config
-        target_entropy = cfg.policy.target_entropy if cfg.policy.target_entropy is not None else -float(self.spec.act_dim)
-        curriculum = cfg.critics.task.curriculum == "ood_weighted"
-        self.model.prior.requires_grad_(False)
-        if self.model.reference_prior is not None:
-            self.model.reference_prior.requires_grad_(False)
-        self.tensors.cache_prior(self.model.prior, use_bf16(cfg.run.precision), kl_prior=self.model.kl_prior)
-        self.model.detector.requires_grad_(False)
-        o, m, g = self.optimizers, self.model, self.generator
-        constrained = cfg.policy.constraints.enabled
-
-        rare_fraction = cfg.critics.accident.oversample if m.critic.has_cost else 0.0
-        bf16 = use_bf16(cfg.run.precision)
+        """One critic-phase update (controller/update.py) on a fresh batch, as a closure: the
+        training loop calls it, and bench/ times exactly the same function."""
+        self.tensors.cache_priors(self.model)
+        update = self.update_class(self.model, self.config, self.optimizers, self.generator)
+        c = self.config.critics
 
         def step() -> dict[str, torch.Tensor]:
-            batch = self.tensors.sample(cfg.critics.batch_size, g, rare_fraction)
-            out = critic_step(m, batch, o["critic"], cfg, g, curriculum)
-            terms = ActorTerms(
-                cost_weight=m.cost_multiplier.get() if constrained and m.critic.has_cost else None,
-                kl_weight=m.kl_multiplier.get() if constrained else None,
-            )
-            actors = [ActorUpdate(m.actor, m.log_temperature, o["actor"], o["temperature"], terms)]
-            if m.plain_actor is not None:
-                actors.append(ActorUpdate(m.plain_actor, m.plain_log_temperature, o["plain_actor"],
-                                          o["plain_temperature"], ActorTerms(), prefix="plain"))
-            out.update(actor_step(m, actors, batch, g, target_entropy, bf16=bf16))
-            if constrained:
-                out.update(update_duals(m, cfg, out))
-            polyak(m, cfg.critics.tau)
-            return out
+            return update(self.tensors.sample(c.batch_size, self.generator, c.accident.oversample))
 
         return step
 
     def _critic(self) -> None:
         cfg = self.config
-        step = self.update_step()
-        self._loop(cfg.train.steps, step)
-        if self.model.critic.has_cost:
-            self.calibration.update(accident_ranking(self.model, self.data.calib, cfg.critics.accident.oversample_horizon))
+        self._loop(cfg.train.steps, self.update_step())
+        self.calibration.update(accident_ranking(self.model, self.data.calib, cfg.critics.accident.oversample_horizon))
+        self.calibration["constraint"] = constraint_report(self.model, self.data.calib, cfg)
         self.phase = "done"
         self.save()
         atomic_write_text(self.paths.summary, json.dumps(self.summary(), indent=2))
@@ -436,6 +365,35 @@ class Trainer:
             "timings": t,
             "critic_updates_per_s": rate,
         }
+
+
+@torch.no_grad()
+def constraint_report(model: SafeCriticModel, transitions, config: Config, rows: int = 4096) -> dict[str, float]:
+    """The accident constraint on held-out states at the end of training: where it binds, its
+    multiplier there, the actor's violations where it is feasible, and the measured KL(pi || pi_beta)."""
+    idx = torch.linspace(0, len(transitions) - 1, min(rows, len(transitions))).long()
+    part = transitions.select(idx)
+    tensors = TrainTensors(model, part.obs, part.act, part.rew, part.cost, part.next_obs, part.terminal)
+    tensors.cache_priors(model)
+    batch = tensors.sample(len(idx), torch.Generator().manual_seed(0))
+    update = Update(model, config, {}, torch.Generator().manual_seed(0))
+    policy = update.policy_at(batch)
+    cands, q_r, q_c, w, in_support = update.constraint_at(batch, policy)
+    stats = {k: float(v) for k, v in update.multipliers(q_r, q_c, w, in_support).items()}
+    mode = policy.s.mean.gather(1, mode_index(*policy.s).view(-1, 1, 1).expand(-1, 1, policy.s.mean.shape[2])).squeeze(1)
+    _, logits = model.critic(batch.obs, mode)
+    q_mode = model.critic.cost_value(logits[..., POLICY_RISK].max(dim=0).values)
+    feasible = w.feasible
+    stats["violation_where_feasible"] = float((q_mode[feasible] > config.policy.cost_limit).float().mean()) if feasible.any() else 0.0
+    stats["kl_to_prior"] = kl_to_prior(model, batch.obs)
+    return stats
+
+
+def kl_to_prior(model: SafeCriticModel, obs: torch.Tensor, samples: int = 16) -> float:
+    """KL(pi || pi_beta) in nats, estimated by samples of the actor (measured, not assumed)."""
+    params = model.actor.params(obs)
+    act, logp = MixturePolicy.sample(params, samples, torch.Generator().manual_seed(0))
+    return float((logp - model.prior.log_prob(obs, act)).mean())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -60,18 +60,12 @@ def sample_actions(
     return SampledActions(actions, log_density, n)
 
 
-def cql_gap(q_data: torch.Tensor, q_sampled: torch.Tensor, log_density: torch.Tensor,
-            log_weight: torch.Tensor | None = None) -> torch.Tensor:
+def cql_gap(q_data: torch.Tensor, q_sampled: torch.Tensor, log_density: torch.Tensor) -> torch.Tensor:
     """Per-member conservative gap: E_s[logsumexp_k (Q(s, a_k) - log mu(a_k)) - Q(s, a_data)].
 
-    q_data [E, B]; q_sampled [E, K, B]; log_density [K, B]. `log_weight` [K, B] (the
-    contrastive curriculum) scales each sampled action's share of the push-down.
-    Returns [E].
+    q_data [E, B]; q_sampled [E, K, B]; log_density [K, B]. Returns [E].
     """
-    logits = q_sampled - log_density.unsqueeze(0)
-    if log_weight is not None:
-        logits = logits + log_weight.unsqueeze(0)
-    return (torch.logsumexp(logits, dim=1) - q_data).mean(dim=-1)
+    return (torch.logsumexp(q_sampled - log_density.unsqueeze(0), dim=1) - q_data).mean(dim=-1)
 
 
 def task_target(

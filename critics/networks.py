@@ -95,7 +95,7 @@ class NarrowEnsembleHead(EnsembleLinear):
     `_NarrowHeadFunction`'s backward: the same parameters (checkpoints load either way), the
     same values. Scripted or without gradients it is a plain baddbmm."""
 
-    max_out = 2  # measured for 1 and 2 (docs/benchmarks.md); wider layers keep autograd's backward
+    max_out = 3  # measured for 1 and 2 (docs/benchmarks.md) and 3 (the three heads); wider layers keep autograd's backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):

@@ -67,15 +67,17 @@ def with_prior_term(score: torch.Tensor, log_prior: torch.Tensor, scale: float) 
     return torch.add(score, log_prior, alpha=-scale)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectorLossConfig:
-    uniform_negatives: int
-    perturb_scales: Sequence[float]
-    perturb_negatives: int
-    batch_negatives: int
-    nce_weight: float
-    state_noise: float
-    box_widen: float
+    """The contrastive terms' negatives. Fixed, not configured: no preset ever changed them."""
+
+    uniform_negatives: int = 16  # uniform actions per state (Implicit BC uses uniform counter-examples)
+    perturb_scales: Sequence[float] = (0.05, 0.1, 0.2, 0.5)  # std of data-action perturbations, fraction of the range
+    perturb_negatives: int = 2  # perturbed actions per scale and state
+    batch_negatives: int = 8  # other actions of the batch per state
+    nce_weight: float = 1.0  # the binary NCE term (joint negatives; catches OOD states)
+    state_noise: float = 0.5  # std of state perturbations for joint negatives, normalised units
+    box_widen: float = 1.5  # uniform joint negatives come from the data's state box widened by this factor
 
 
 def action_negatives(act: torch.Tensor, cfg: DetectorLossConfig, generator: torch.Generator) -> torch.Tensor:

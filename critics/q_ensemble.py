@@ -1,19 +1,24 @@
 """Task and accident Q-values for many actions per state, in one batched pass.
 
-Q_R and Q_C take the same (s, a) inputs: the data action, uniform actions, pi(s) and
-pi(s') samples. Computing every member of both critics in one EnsembleMLP call shares
-the input assembly and runs one large matmul per layer. With `shared_trunk` each
-member has a Q_R head and a Q_C head on one trunk, which halves the FLOPs again.
+Every member of the ensemble is one trunk with a Q_R head (return, CQL) and up to two
+Q_C heads (accident risk, CSC): the risk of following the policy afterwards and the risk
+of recovering by the safest of a few candidate actions (critics/csc.py). They take the
+same (s, a) inputs (the data action, uniform actions, policy samples), so one
+EnsembleMLP call computes them all: one large matmul per layer, the heads nearly free.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from safecritic.critics.networks import EnsembleMLP
+
+# The accident heads, in order (QEnsemble.cost_heads of them).
+POLICY_RISK, RECOVERY_RISK = 0, 1
 
 
 def pair_inputs(obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -23,42 +28,29 @@ def pair_inputs(obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 
 
 class QEnsemble(nn.Module):
-    """Q_R members (linear outputs) and optional Q_C members (logits; Q_C = q_max * sigmoid).
+    """Q_R members (linear outputs) and Q_C heads (logits; Q_C = q_max * sigmoid).
 
     Q_C is a discounted accident probability (or discounted cost), so it is bounded:
     the sigmoid keeps it in [0, q_max] even where the conservative term pushes it up.
     """
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        hidden: Sequence[int],
-        task_members: int,
-        cost_members: int = 0,
-        shared_trunk: bool = False,
-        layer_norm: bool = False,
-        cost_q_max: float = 1.0,
-    ) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], members: int, cost_heads: int = 2,
+                 cost_q_max: float = 1.0) -> None:
         super().__init__()
-        if shared_trunk and cost_members not in (0, task_members):
-            raise ValueError("a shared trunk needs as many cost members as task members")
-        self.task_members, self.cost_members, self.shared_trunk = task_members, cost_members, shared_trunk
+        if cost_heads not in (0, 1, 2):
+            raise ValueError(f"cost_heads is 0, 1 or 2, got {cost_heads}")
+        self.members, self.cost_heads = members, cost_heads
         self.cost_q_max = float(cost_q_max)
-        if shared_trunk:
-            members, heads = task_members, 1 + (cost_members > 0)
-        else:
-            members, heads = task_members + cost_members, 1
-        self.net = EnsembleMLP(members, obs_dim + act_dim, hidden, heads, layer_norm=layer_norm)
+        self.net = EnsembleMLP(members, obs_dim + act_dim, hidden, 1 + cost_heads)
 
     @property
     def has_cost(self) -> bool:
-        return self.cost_members > 0
+        return self.cost_heads > 0
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """obs [B, obs_dim]; act [B, act_dim] or [K, B, act_dim] (K actions per state).
 
-        Returns q_task [E_R, (K,) B] and cost logits [E_C, (K,) B] (None without Q_C).
+        Returns q_task [E, (K,) B] and cost logits [E, (K,) B, H] (None without Q_C heads).
         """
         single = act.dim() == 2
         acts = act.unsqueeze(0) if single else act
@@ -73,17 +65,17 @@ class QEnsemble(nn.Module):
     def from_pairs(self, pairs: torch.Tensor, k: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`forward` on inputs already assembled by `pair_inputs` ([K*B, obs_dim + act_dim]):
         the gate builds them once for the critics and the OOD detector."""
-        out = self.net(pairs).float().reshape(self.net.members, k, b, -1)  # fp32 out, also under bf16 autocast
+        out = self.net(pairs).float().reshape(self.members, k, b, -1)  # fp32 out, also under bf16 autocast
         cost: torch.Tensor | None = None
-        if self.shared_trunk:
-            q_task = out[:, :, :, 0]
-            if self.cost_members > 0:
-                cost = out[:, :, :, 1]
-        else:
-            q_task = out[: self.task_members, :, :, 0]
-            if self.cost_members > 0:
-                cost = out[self.task_members :, :, :, 0]
-        return q_task, cost
+        if self.cost_heads > 0:
+            cost = out[:, :, :, 1:]
+        return out[:, :, :, 0], cost
+
+    def start_cost_heads_at(self, value: float) -> None:
+        """Initialise the Q_C heads' output bias so that Q_C starts near `value` (in Q_C units)."""
+        p = min(max(value / self.cost_q_max, 1e-4), 1 - 1e-4)
+        with torch.no_grad():
+            self.net.head.bias[..., 1:] = math.log(p / (1 - p))
 
     def cost_value(self, logits: torch.Tensor) -> torch.Tensor:
         """Q_C from its logits."""

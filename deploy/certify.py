@@ -56,23 +56,30 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     return lower, upper
 
 
-def judge(summary: dict[str, Any], criteria: CriteriaConfig, behavior_return: float | None = None) -> list[dict[str, Any]]:
-    """Each criterion with its measured value and pass/fail. `behavior_return`: the mean
-    return of criteria.mean_return_of_behavior on the same episodes (deploy/baselines.py)."""
+def judge(summary: dict[str, Any], criteria: CriteriaConfig, reference_return: float | None = None) -> list[dict[str, Any]]:
+    """Each criterion with its measured value and pass/fail. `reference_return`: the mean return of
+    criteria.return_reference on the same episodes (a behaviour, or a controller variant)."""
     checks = [
         ("accident_rate", "accident rate upper bound (CP 95%)", summary["accident_rate_upper"], "<=",
          criteria.accident_rate_upper),
-        ("success_rate", "success rate", summary["success_rate"], ">=", criteria.success_rate_min),
         ("latency", "p99 latency (ms)", summary["latency_us"]["p99"] / 1000.0, "<=", criteria.latency_p99_ms),
     ]
+    if criteria.success_rate_min is not None:
+        if not summary.get("reports_success", True):
+            raise ValueError("criterion success_rate_min needs an env that reports info['success']; this one does not: "
+                             "set success_rate_min: null for it")
+        checks.append(("success_rate", "success rate", summary["success_rate"], ">=", criteria.success_rate_min))
+    if criteria.cost_budget is not None:
+        checks.append(("normalised_cost", f"mean episode cost / budget {criteria.cost_budget:g}",
+                       summary["mean_cost"] / criteria.cost_budget, "<=", 1.0))
     if criteria.mean_return_min is not None:
         checks.append(("mean_return", "mean return", summary["mean_return"], ">=", criteria.mean_return_min))
-    if criteria.mean_return_of_behavior is not None:
-        if behavior_return is None:
-            raise ValueError(f"criterion mean_return_of_behavior={criteria.mean_return_of_behavior!r} needs that "
-                             "behaviour's mean return on the same episodes")
-        checks.append(("mean_return_of_behavior", f"mean return vs {criteria.mean_return_of_behavior} (same episodes)",
-                       summary["mean_return"], ">=", behavior_return))
+    if criteria.return_reference is not None:
+        if reference_return is None:
+            raise ValueError(f"criterion return_reference={criteria.return_reference!r} needs that reference's mean "
+                             "return on the same episodes")
+        checks.append(("return_reference", f"mean return vs {criteria.return_reference} (same episodes)",
+                       summary["mean_return"], ">=", reference_return))
     out = []
     for key, name, value, op, limit in checks:
         ok = value <= limit if op == "<=" else value >= limit

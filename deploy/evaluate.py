@@ -41,7 +41,8 @@ class EpisodeResult:
     decisions: list[int]  # steps with code 0, 1, 2, 3
     ood_alarms: int  # steps where the policy's proposal scored above the OOD threshold
     cost_vetoes: int  # steps where the proposal's Q_C was above the cost threshold
-    trace: dict[str, list] | None = None  # positions, layout and per-step record (first episodes only)
+    reports_success: bool = True  # whether the env reports info["success"] at all
+    trace: dict[str, list] | None = None  # observations and per-step records (first episodes only)
 
 
 @dataclass
@@ -69,50 +70,39 @@ def _envs(env_id: str, faults: dict, count: int) -> list[Any]:
 
 
 def _chunk(args: tuple) -> tuple[str, list[EpisodeResult], np.ndarray]:
-    """Run the chunk's episodes in lockstep (one batched controller call per step); return
-    their results and some observations they visited, for the latency timing."""
-    artifact_dir, env_id, faults, indices, base_seed, keep_trace, threads = args
+    """Run the chunk's episodes in lockstep (envs/rollout.py: one batched controller call per
+    step); return their results and some observations they visited, for the latency timing."""
+    artifact_dir, env_id, faults, indices, base_seed, keep_trace, imports = args
     from safecritic.deploy.runtime import load
+    from safecritic.envs.registry import import_modules
+    from safecritic.envs.rollout import run_lockstep
 
+    import_modules(imports)  # a spawned worker imports the user's modules again
     if artifact_dir not in _CONTROLLERS:
-        _CONTROLLERS[artifact_dir] = load(artifact_dir, threads=threads)
+        _CONTROLLERS[artifact_dir] = load(artifact_dir, threads=1)
     controller = _CONTROLLERS[artifact_dir]
-    envs = _envs(env_id, faults, len(indices))
     thresholds = controller.manifest["thresholds"]
-    n = len(indices)
     seeds = [evaluation_seed(base_seed, i) for i in indices]
-    obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)])
-    ret, cost = np.zeros(n), np.zeros(n)
-    accident, success, active = np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool)
-    steps, alarms, vetoes = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
-    codes = np.zeros((n, 4), int)
-    traces = [{"obs": [obs[k].tolist()], "record": []} if indices[k] < keep_trace else None for k in range(n)]
     seen: list[np.ndarray] = []
-    while active.any():
-        rows = np.flatnonzero(active)
-        actions, records = controller.act(obs[rows])
+
+    def act(obs: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(seen) < LATENCY_OBS:
-            seen.extend(obs[rows[: LATENCY_OBS - len(seen)]])
-        for j, k in enumerate(rows):
-            o, reward, terminated, truncated, info = envs[k].step(actions[j])
-            record = records[j]
-            obs[k] = o
-            steps[k] += 1
-            ret[k] += float(reward)
-            cost[k] += float(info.get("cost", 0.0))
-            accident[k] |= bool(info.get("accident", False))
-            success[k] |= bool(info.get("success", False))
-            codes[k, int(record[0])] += 1
-            alarms[k] += bool(record[5] > thresholds["ood"])
-            vetoes[k] += bool(record[4] > thresholds["cost"])
-            if traces[k] is not None:
-                traces[k]["obs"].append(o.tolist())
-                traces[k]["record"].append([None if np.isnan(v) else float(v) for v in record])
-            if terminated or truncated:
-                active[k] = False
-    results = [EpisodeResult(env_id, indices[k], seeds[k], float(ret[k]), float(cost[k]), bool(accident[k]),
-                             bool(success[k]), int(steps[k]), codes[k].tolist(), int(alarms[k]), int(vetoes[k]),
-                             traces[k]) for k in range(n)]
+            seen.extend(obs[: LATENCY_OBS - len(seen)])
+        return controller.act(obs)
+
+    episodes = run_lockstep(_envs(env_id, faults, len(indices)), seeds, act)
+    results = []
+    for index, seed, ep in zip(indices, seeds, episodes):
+        records = ep.records
+        codes = np.bincount(records[:, 0].astype(int), minlength=4)[:4]
+        trace = None
+        if index < keep_trace:
+            trace = {"obs": ep.observations.tolist(),
+                     "record": [[None if np.isnan(v) else float(v) for v in r] for r in records]}
+        results.append(EpisodeResult(
+            env_id, index, seed, ep.ret, ep.cost, ep.accident, ep.success, ep.length, codes.tolist(),
+            int((records[:, 5] > thresholds["ood"]).sum()), int((records[:, 4] > thresholds["cost"]).sum()),
+            ep.reports_success, trace))
     return artifact_dir, results, np.asarray(seen, dtype=np.float32)
 
 
@@ -130,7 +120,7 @@ def time_batch1_calls(controller: Any, observations: np.ndarray) -> np.ndarray:
     return latencies
 
 
-def _time_after_rollouts(visited: dict[tuple[str, str], list[np.ndarray]], threads: int) -> dict[tuple[str, str], np.ndarray]:
+def _time_after_rollouts(visited: dict[tuple[str, str], list[np.ndarray]]) -> dict[tuple[str, str], np.ndarray]:
     """Batch-1 latencies per (artifact, engine), timed in this process with nothing else of ours
     running: each artifact loaded once, torch's thread count restored afterwards."""
     import torch
@@ -139,7 +129,7 @@ def _time_after_rollouts(visited: dict[tuple[str, str], list[np.ndarray]], threa
 
     before = torch.get_num_threads()
     try:
-        controllers = {a: load(a, threads=threads) for a in {key[0] for key in visited}}
+        controllers = {a: load(a, threads=1) for a in {key[0] for key in visited}}
         return {key: time_batch1_calls(controllers[key[0]], np.concatenate(obs)) for key, obs in visited.items()}
     finally:
         torch.set_num_threads(before)
@@ -157,7 +147,7 @@ def evaluate_artifacts(
         for env_id in config.env.eval_ids:
             for start in range(0, d.episodes, CHUNK):
                 indices = list(range(start, min(start + CHUNK, d.episodes)))
-                work.append((artifact_dir, env_id, faults, indices, d.seed, d.trajectories, d.threads))
+                work.append((artifact_dir, env_id, faults, indices, d.seed, d.trajectories, config.env.imports))
     results: dict[tuple[str, str], list[EpisodeResult]] = {}
     visited: dict[tuple[str, str], list[np.ndarray]] = {}
 
@@ -169,16 +159,16 @@ def evaluate_artifacts(
         if progress:
             progress(len(done))
 
-    if d.workers <= 1:
+    if config.data.workers <= 1:
         for item in work:
             take(_chunk(item))
     else:
         # spawn, not fork: the parent holds torch and OpenMP threads.
-        with mp.get_context("spawn").Pool(min(d.workers, len(work))) as pool:
+        with mp.get_context("spawn").Pool(min(config.data.workers, len(work))) as pool:
             for out in pool.imap_unordered(_chunk, work):
                 take(out)
     # After the pool has closed: the timing shares the machine with nothing of ours.
-    latencies = _time_after_rollouts(visited, d.threads)
+    latencies = _time_after_rollouts(visited)
     return {
         a: {
             env_id: EnvEvaluation(env_id, sorted(results[(a, env_id)], key=lambda r: r.index),
@@ -201,6 +191,7 @@ def summarize_env(ev: EnvEvaluation) -> dict[str, Any]:
     return {
         "episodes": n,
         "success_rate": float(np.mean([e.success for e in eps])),
+        "reports_success": any(e.reports_success for e in eps),
         "accident_rate": accidents / n,
         "accidents": int(accidents),
         "accident_rate_low": low,
@@ -208,6 +199,7 @@ def summarize_env(ev: EnvEvaluation) -> dict[str, Any]:
         "mean_return": float(np.mean([e.ret for e in eps])),
         "std_return": float(np.std([e.ret for e in eps])),
         "mean_cost": float(np.mean([e.cost for e in eps])),
+        "cost_episode_rate": float(np.mean([e.cost > 0 for e in eps])),
         "mean_length": float(np.mean([e.length for e in eps])),
         "decision_fractions": {str(k): float(v / max(steps, 1)) for k, v in enumerate(decisions)},
         "ood_alarm_rate": float(sum(e.ood_alarms for e in eps) / max(steps, 1)),

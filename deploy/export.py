@@ -12,18 +12,19 @@ import datetime as dt
 import hashlib
 import io
 import json
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from safecritic import __version__
 from safecritic.configs.errors import RunError
 from safecritic.configs.fileio import atomic_write_bytes, atomic_write_text
 from safecritic.configs.loader import config_from_data, parse_override
 from safecritic.configs.schema import Config
 from safecritic.controller.gate import DECISIONS, RECORD_FIELDS, GatedController, PolicyController
+from safecritic.controller.model import ConstantAction
 from safecritic.controller.training import RunPaths, load_trained
 from safecritic.deploy.artifact import CONTROLLER_FILE, FORMAT_VERSION, MANIFEST_FILE
 from safecritic.envs.dataset import load_offline_data
@@ -34,47 +35,42 @@ PARITY_OBSERVATIONS = 2048
 
 @dataclass(frozen=True)
 class Variant:
-    """One exported controller: the full gate, or an ablation of it."""
+    """One exported controller: the full gate, or an ablation of it (a separate module, built for evaluation)."""
 
     name: str
     kind: str  # "gated" or "policy"
     use_cost: bool = True
     use_ood: bool = True
-    gate_enabled: bool = True
-    proposer: str = "actor"  # actor | plain | bc | bc_successful
+    policy: str = "actor"  # for kind "policy": actor | unconstrained | bc | bc_successful
     description: str = ""
-    # Whether a run trained with this config has what the variant needs (None: every run).
-    requires: Callable[[Config], bool] | None = None
-
-    def available(self, config: Config) -> bool:
-        return self.requires is None or self.requires(config)
 
 
-FULL = Variant("gated", "gated", description="policy + accident critic + OOD detector + fallback")
+FULL = Variant("gated", "gated", description="the actor's proposal, vetoed by the accident critics and the OOD detector")
 ABLATIONS = [
-    Variant("gate_off", "gated", gate_enabled=False, description="the constrained policy's mean, no veto"),
-    Variant("accident_only", "gated", use_ood=False, description="veto by the accident critic only",
-            requires=lambda c: c.critics.accident.enabled),
+    Variant("gate_off", "policy", description="the constrained actor alone, no veto"),
+    Variant("accident_only", "gated", use_ood=False, description="veto by the accident critics only"),
     Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
-    # The gate's ranking without either veto: what the candidates and Q_R + beta log pi_ref do alone,
-    # so that the two veto rows above measure the vetoes, not the ranking they share.
-    Variant("ranking_only", "gated", use_cost=False, use_ood=False,
-            description="the gate's candidates ranked by Q_R + beta_gate log pi_ref, no veto"),
-    Variant("plain_actor", "policy", proposer="plain", description="unconstrained actor on the same CQL critic, no gate",
-            requires=lambda c: c.policy.plain_actor),
-    Variant("bc", "policy", proposer="bc", description="behaviour prior's mode (BC), no gate"),
-    Variant("bc_successful", "policy", proposer="bc_successful",
-            description="the reference prior's mode (BC on the successful episodes only), no gate",
-            requires=lambda c: c.policy.prior.fit_successful),
+    Variant("unconstrained", "policy", policy="unconstrained",
+            description="the same actor fit without the accident constraint, no gate"),
+    Variant("bc", "policy", policy="bc", description="the behaviour prior's mode (BC on all the data), no gate"),
+    Variant("bc_successful", "policy", policy="bc_successful",
+            description="BC on the successful episodes only (pi_ref's mode), no gate"),
 ]
-BARE_ACTOR = Variant("bare_actor", "policy", description="the constrained actor alone (latency floor)")
+VARIANTS = {v.name: v for v in (FULL, *ABLATIONS)}
 
 
 def build_controller(model, config, variant: Variant) -> torch.nn.Module:
     if variant.kind == "policy":
-        return PolicyController(model, config.gate, variant.proposer)
-    return GatedController(model, config.gate, variant.use_cost and model.critic.has_cost, variant.use_ood,
-                           variant.gate_enabled, variant.proposer)
+        return PolicyController(model, config.gate, variant.policy)
+    return GatedController(model, config.gate, variant.use_cost, variant.use_ood)
+
+
+def package_version() -> str:
+    """The installed safecritic's version (deploy never imports the CLI package)."""
+    try:
+        return metadata.version("safecritic")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, obs: torch.Tensor) -> float:
@@ -134,45 +130,28 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "safecritic_version": __version__,
+        "safecritic_version": package_version(),
         "torch_version": torch.__version__,
         "variant": {"name": variant.name, "description": variant.description},
         "controller_file": CONTROLLER_FILE,
         "sha256": sha,
-        "observation_space": {"shape": [model.spec.obs_dim], "dtype": "float32",
-                              "low": _bounds(config.env.id, "low", model.spec.obs_dim),
-                              "high": _bounds(config.env.id, "high", model.spec.obs_dim)},
+        "observation_space": {"shape": [model.spec.obs_dim], "dtype": "float32"},
         "action_space": {"shape": [model.spec.act_dim], "low": list(model.spec.act_low), "high": list(model.spec.act_high)},
         "thresholds": {"cost": config.gate.cost_threshold, "ood": float(model.ood_tau),
                        "ood_false_alarm_rate": config.critics.ood.false_alarm_rate},
         "candidates": int(controller.candidate_count),
-        "precision": config.gate.precision if variant.kind == "gated" else "fp32",
-        "safe_action": controller.safe_action.tolist(),
-        "braking": ({"velocity_indices": config.gate.brake_velocity_indices, "gain": config.gate.brake_gain}
-                    if variant.kind == "gated" and config.gate.brake_velocity_indices is not None else None),
-        "goal_approach": (config.gate.goal_approach.model_dump()
-                          if variant.kind == "gated" and config.gate.goal_approach is not None else None),
+        "safe_action": {"constant": controller.safe_action.tolist(),
+                        "module": (type(controller.safe_module).__name__ if variant.kind == "gated"
+                                   and not isinstance(controller.safe_module, ConstantAction) else None)},
         "record_fields": RECORD_FIELDS,
         "decisions": {str(k): v for k, v in DECISIONS.items()},
         "parity_max_abs_diff": worst,
         "dataset": {"id": config.data.dataset_id, "sha256": state["dataset_sha256"]},
         "config": config.model_dump(mode="json"),
         "training": {"calibration": state["calibration"], "timings": state["timings"],
+                     "constraint": state["calibration"].get("constraint"),
                      "critic_updates_per_s": summary.get("critic_updates_per_s")},
     }
     atomic_write_bytes(out_dir / CONTROLLER_FILE, blob)
     atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
     return manifest
-
-
-def _bounds(env_id: str, which: str, dim: int) -> list[float] | None:
-    """The env's observation bounds, when the env can be made here (documentation only)."""
-    try:
-        from safecritic.envs.faults import make_env
-
-        env = make_env(env_id)
-        values = getattr(env.observation_space, which)
-        env.close()
-        return [float(v) for v in values] if len(values) == dim else None
-    except Exception:  # a foreign env that is not installed: the bounds are informational
-        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,9 +34,11 @@ def returns_and_costs(episodes: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     for env_id, eps in episodes.items():
         axes[0].hist([e["ret"] for e in eps], bins=30, alpha=0.55, label=_short(env_id))
-        axes[1].hist([e["cost"] for e in eps], bins=np.arange(-0.25, 2.5, 0.5), alpha=0.55, label=_short(env_id))
+        costs = [e["cost"] for e in eps]
+        top = max(2.0, float(np.max(costs)))
+        axes[1].hist(costs, bins=np.linspace(-0.25, top + 0.25, 12), alpha=0.55, label=_short(env_id))
     axes[0].set(title="Episode return", xlabel="return", ylabel="episodes")
-    axes[1].set(title="Episode cost (1 = an accident)", xlabel="cost", ylabel="episodes")
+    axes[1].set(title="Episode cost", xlabel="cost (sum over the episode)", ylabel="episodes")
     for ax in axes:
         ax.legend()
     fig.tight_layout()
@@ -90,30 +92,14 @@ def decisions_over_episode(trace: dict[str, list], thresholds: dict[str, float],
     _save(fig, path)
 
 
-def pointnav_trajectories(episodes: list[dict], title: str, path: Path, hazard_radius: float, goal_radius: float) -> None:
-    """Paths over each episode's hazard map; an accident ends in a red cross."""
+def grid_of_panels(items: list[Any], draw: Callable[[Any, Any], None], title: str, path: Path, cols: int = 4) -> None:
+    """One small panel per item, `draw(ax, item)` filling it: a task's path plots (envs/task.py)."""
     plt = _plt()
-    traced = [e for e in episodes if e.get("trace")][:12]
-    if not traced:
-        return
-    cols = 4
-    rows = int(np.ceil(len(traced) / cols))
+    rows = int(np.ceil(len(items) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), dpi=100, squeeze=False)
-    for ax, ep in zip(axes.flat, traced):
-        obs = np.array(ep["trace"]["obs"])
-        pos = obs[:, :2]
-        goal = obs[0, 4:6] + pos[0]
-        hazards = obs[0, 6:].reshape(-1, 2) + pos[0]
-        for h in hazards:
-            ax.add_patch(plt.Circle(h, hazard_radius, color="orange", alpha=0.5))
-        ax.add_patch(plt.Circle(goal, goal_radius, color="green", alpha=0.4))
-        ax.plot(pos[:, 0], pos[:, 1], lw=1.2)
-        ax.plot(*pos[0], "ko", ms=3)
-        if ep["accident"]:
-            ax.plot(*pos[-1], "rx", ms=10, mew=2)
-        ax.set(xlim=(-2, 2), ylim=(-2, 2), aspect="equal", xticks=[], yticks=[])
-        ax.set_title(f"#{ep['index']} {'accident' if ep['accident'] else 'success' if ep['success'] else 'timeout'}", fontsize=8)
-    for ax in list(axes.flat)[len(traced):]:
+    for ax, item in zip(axes.flat, items):
+        draw(ax, item)
+    for ax in list(axes.flat)[len(items):]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()

@@ -9,9 +9,30 @@ from typing import Any
 from safecritic.configs.fileio import atomic_write_text
 from safecritic.configs.schema import Config
 from safecritic.deploy import plots
-from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes, return_gap
+from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes, episode_records, return_gap
 from safecritic.deploy.certify import judge
+from safecritic.envs.registry import task_for
 from safecritic.envs.rollout import summarize
+
+
+# Controller variants a return bar may name, and the ablation that holds each (deploy/export.py).
+VARIANT_OF_REFERENCE = {"bc": "bc", "bc_successful": "bc_successful", "actor": "gate_off",
+                        "unconstrained": "unconstrained"}
+
+
+def reference_episodes(config: Config, env_id: str, name: str, episodes: int,
+                       ablations: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary, per-episode records) of a return bar's reference on the evaluation's episodes: a
+    controller variant evaluated beside the artifact, or a scripted behaviour rolled out here."""
+    if name in VARIANT_OF_REFERENCE:
+        variant = VARIANT_OF_REFERENCE[name]
+        if variant not in ablations:
+            raise ValueError(f"return_reference {name!r} is the {variant!r} ablation, which was not evaluated: "
+                             "certify a run with deploy.ablations: true (safecritic run)")
+        ev = ablations[variant]["evaluation"]["envs"][env_id]
+        return ev["summary"], sorted(ev["episodes"], key=lambda e: e["index"])
+    runs = behavior_runs_on_evaluation_episodes(env_id, name, episodes, config.deploy.seed, config.env.faults)
+    return summarize(runs), episode_records(runs)
 
 
 def build_report(
@@ -26,14 +47,14 @@ def build_report(
     for env_id, ev in evaluation["envs"].items():
         criteria = config.deploy.criteria[env_id]
         reference = None
-        if criteria.mean_return_of_behavior is not None:
-            runs = behavior_runs_on_evaluation_episodes(env_id, criteria.mean_return_of_behavior, len(ev["episodes"]),
-                                                        config.deploy.seed, config.env.faults)
-            reference = {"name": criteria.mean_return_of_behavior, **summarize(runs),
-                         "gap": return_gap(ev["episodes"], runs)}
+        if criteria.return_reference is not None:
+            summary, records = reference_episodes(config, env_id, criteria.return_reference, len(ev["episodes"]), ablations)
+            reference = {"name": criteria.return_reference, **{k: summary[k] for k in (
+                "success_rate", "accident_rate", "mean_return", "mean_length", "mean_cost")},
+                "gap": return_gap(ev["episodes"], records)}
         checks = judge(ev["summary"], criteria, reference["mean_return"] if reference else None)
         engines[env_id] = {"summary": ev["summary"], "checks": checks, "passed": all(c["passed"] for c in checks),
-                           "reference_behavior": reference}
+                           "reference": reference}
     passed = all(e["passed"] for e in engines.values())
     failed = [f"{env_id}: {c['criterion']} = {_criterion_number(c['value'])} (needs {c['op']} {_criterion_number(c['limit'])}{_gap_note(c, e)})"
               for env_id, e in engines.items() for c in e["checks"] if not c["passed"]]
@@ -44,7 +65,8 @@ def build_report(
             ablation_rows.append({"variant": name, "description": ab["manifest"]["variant"]["description"],
                                   "env_id": env_id, **{k: s[k] for k in (
                                       "mean_return", "success_rate", "accident_rate", "accident_rate_low",
-                                      "accident_rate_upper", "mean_length", "decision_fractions", "ood_alarm_rate")},
+                                      "accident_rate_upper", "mean_cost", "mean_length", "decision_fractions",
+                                      "ood_alarm_rate")},
                                   "latency_p99_us": s["latency_us"]["p99"]})
     report = {
         "run": config.run.name,
@@ -53,10 +75,8 @@ def build_report(
         "artifact_sha256": manifest["sha256"],
         "dataset": manifest["dataset"],
         "thresholds": manifest["thresholds"],
-        "safe_action": {"constant": manifest["safe_action"], "braking": manifest.get("braking")},
-        # The ranking is baked into the artifact: read it from the manifest, not from the certify config.
-        "ranking": {"prior_weight": manifest["config"]["gate"]["prior_weight"],
-                    "goal_approach": manifest.get("goal_approach")},
+        "safe_action": manifest["safe_action"],
+        "training": manifest.get("training", {}),
         "episodes": config.deploy.episodes,
         "seed": config.deploy.seed,
         "faults": config.env.faults.model_dump(),
@@ -65,18 +85,22 @@ def build_report(
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "report.json", json.dumps(report, indent=2))
-    _figures(config, manifest, evaluation, ablation_rows, report_dir)
-    atomic_write_text(report_dir / "report.md", render(report, config))
+    figures = _figures(config, manifest, evaluation, ablation_rows, report_dir)
+    atomic_write_text(report_dir / "report.md", render(report, figures))
     return report
 
 
-def _figures(config, manifest, evaluation, ablation_rows, report_dir: Path) -> None:
+def _figures(config, manifest, evaluation, ablation_rows, report_dir: Path) -> list[tuple[str, str]]:
+    """Write the report's PNGs; returns (caption, file name) of each, in order."""
+    out = []
     episodes = {env_id: ev["episodes"] for env_id, ev in evaluation["envs"].items()}
     plots.returns_and_costs(episodes, report_dir / "returns_costs.png")
+    out.append(("returns and costs", "returns_costs.png"))
     rows = [{"label": r["variant"], "env_id": r["env_id"], "rate": r["accident_rate"], "low": r["accident_rate_low"],
              "upper": r["accident_rate_upper"]} for r in ablation_rows]
     limits = {e: c.accident_rate_upper for e, c in config.deploy.criteria.items()}
     plots.accident_rates(rows, limits, report_dir / "accident_rates.png")
+    out.append(("accident rates", "accident_rates.png"))
     for env_id, eps in episodes.items():
         short = env_id.split("/")[-1]
         traced = [e for e in eps if e.get("trace")]
@@ -85,18 +109,18 @@ def _figures(config, manifest, evaluation, ablation_rows, report_dir: Path) -> N
             ep = max(traced, key=lambda e: sum(e["decisions"][1:]))
             plots.decisions_over_episode(ep["trace"], manifest["thresholds"],
                                          f"{short}: gate decisions, episode #{ep['index']}", report_dir / f"decisions_{short}.png")
-        if config.env.id.startswith("safecritic/PointNav") or env_id.startswith("safecritic/PointNav"):
-            from safecritic.envs.pointnav.task import PointNavParams
-
-            p = PointNavParams()
-            plots.pointnav_trajectories(eps, f"{short}: trajectories", report_dir / f"trajectories_{short}.png",
-                                        p.hazard_radius, p.goal_radius)
+            out.append((f"decisions {short}", f"decisions_{short}.png"))
+        task = task_for(env_id)
+        if task.plot_paths is not None and traced:
+            task.plot_paths(eps, f"{short}: paths", report_dir / f"paths_{short}.png")
+            out.append((f"paths {short}", f"paths_{short}.png"))
+    return out
 
 
 def _gap_note(check: dict[str, Any], engine: dict[str, Any]) -> str:
     """For a failed return bar against a behaviour: the gap's two main parts, in a few words."""
-    ref = engine.get("reference_behavior")
-    if check.get("key") != "mean_return_of_behavior" or not ref or "gap" not in ref:
+    ref = engine.get("reference")
+    if check.get("key") != "return_reference" or not ref or "gap" not in ref:
         return ""
     u, b = ref["gap"]["unfinished"], ref["gap"]["both_finished"]
     return (f"; {u['contribution']:+.2f} from {u['episodes']} unfinished episode(s), "
@@ -131,36 +155,33 @@ def _pct(x: float) -> str:
 
 
 def _safe_action(report: dict[str, Any]) -> str:
-    """What the fallback executes: the constant safe action, or the brake against the velocity."""
+    """What the fallback executes: the task's safe action, or a constant."""
     safe = report["safe_action"]
-    constant = ", ".join(f"{v:g}" for v in safe["constant"])
-    if safe["braking"]:
-        b = safe["braking"]
-        return (f"safe action: brake, ({constant}) - {b['gain']:g} x observation entries {b['velocity_indices']} "
-                "(the constant on a fault)")
-    return f"safe action: constant ({constant})"
+    if safe.get("module"):
+        return f"safe action: the task's `{safe['module']}` (the constant on a fault)"
+    return "safe action: constant (" + ", ".join(f"{v:g}" for v in safe["constant"]) + ")"
 
 
-def _ranking(report: dict[str, Any]) -> str:
-    """How the admissible candidates were ranked: Q_R + beta log pi_ref, and the goal approach if on."""
-    ranking = report.get("ranking")
-    if not ranking:
-        return ""
-    text = f"; ranking: Q_R + {ranking['prior_weight']:g} x log pi_ref"
-    approach = ranking["goal_approach"]
-    if approach:
-        text += (f", + {approach['weight']:g} x progress towards the goal within {approach['radius']:g} of it "
-                 f"(observation entries {approach['goal_indices']})")
-    return text
+def _training_line(report: dict[str, Any]) -> list[str]:
+    """The accident constraint on held-out states at the end of training, where the manifest records it."""
+    final = report.get("training", {}).get("constraint")
+    if not final:
+        return []
+    return [f"Accident constraint on held-out states at the end of training: it binds (the best candidate by return is "
+            f"over the budget) at {_pct(final['constraint_binds'])} of them, with a multiplier of "
+            f"{final['multiplier_where_binding']:.3g} (Q_R per unit of Q_C) on average there and 0 elsewhere; "
+            f"{_pct(final['constraint_infeasible'])} are infeasible (no candidate within the budget: risk minimised); "
+            f"the actor's own proposal is over the budget at {_pct(final['violation_where_feasible'])} of the feasible ones; "
+            f"KL(pi || pi_beta) {final['kl_to_prior']:.2f} nats.", ""]
 
 
-def render(report: dict[str, Any], config: Config) -> str:
+def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     lines = [f"# Certification report: {report['run']}", "",
              f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact SHA-256 `{report['artifact_sha256']}`; "
              f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
              f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
-             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}"
-             f"{_ranking(report)}.", ""]
+             f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}.", ""]
+    lines += _training_line(report)
     if any(v not in (0, 0.0, 1.0) for k, v in report["faults"].items()):
         lines += [f"Faults: {report['faults']}", ""]
     if report["failed_criteria"]:
@@ -172,31 +193,31 @@ def render(report: dict[str, Any], config: Config) -> str:
         for c in e["checks"]:
             lines.append(f"| {c['criterion']} | {_criterion_number(c['value'])} | {c['op']} {_criterion_number(c['limit'])} | {'pass' if c['passed'] else 'FAIL'} |")
         d = s["decision_fractions"]
-        lines += ["", f"Success {_pct(s['success_rate'])}, accidents {s['accidents']}/{s['episodes']} "
+        success = f"Success {_pct(s['success_rate'])}, " if s.get("reports_success", True) else ""
+        lines += ["", f"{success}accidents {s['accidents']}/{s['episodes']} "
                   f"({_pct(s['accident_rate'])}, 95% bounds [{_pct(s['accident_rate_low'])}, {_pct(s['accident_rate_upper'])}]), "
+                  f"mean cost {s['mean_cost']:.3g} (episodes with a cost: {_pct(s['cost_episode_rate'])}), "
                   f"mean return {s['mean_return']:.2f} ± {s['std_return']:.2f}, mean length {s['mean_length']:.1f}. "
                   f"Decisions per step: policy {_pct(d['0'])}, other candidate {_pct(d['1'])}, fallback {_pct(d['2'])}, "
                   f"fault {_pct(d['3'])}; OOD alarms on the proposal {_pct(s['ood_alarm_rate'])} of steps. "
                   f"Latency per call: p50 {s['latency_us']['p50']:.0f} µs, p99 {s['latency_us']['p99']:.0f} µs.", ""]
-        ref = e.get("reference_behavior")
+        ref = e.get("reference")
         if ref:
-            lines += [f"Reference behaviour `{ref['name']}` on the same episodes: success {_pct(ref['success_rate'])}, "
-                      f"accidents {_pct(ref['accident_rate'])}, mean return {ref['mean_return']:.2f}, "
-                      f"mean length {ref['mean_length']:.1f}.", ""]
-            if "gap" in ref:
-                lines += [_gap_line(ref["name"], ref["gap"]), ""]
+            lines += [f"Reference `{ref['name']}` on the same episodes: success {_pct(ref['success_rate'])}, "
+                      f"accidents {_pct(ref['accident_rate'])}, mean cost {ref['mean_cost']:.3g}, mean return "
+                      f"{ref['mean_return']:.2f}, mean length {ref['mean_length']:.1f}.", ""]
+            lines += [_gap_line(ref["name"], ref["gap"]), ""]
     lines += ["## Ablations (same episodes)", "",
-              "| variant | env | return | success | accident rate [95% bounds] | policy / other / fallback | OOD alarms | p99 µs |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| variant | env | return | success | accident rate [95% bounds] | mean cost | policy / other / fallback | OOD alarms | p99 µs |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["ablations"]:
         d = r["decision_fractions"]
         lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {_pct(r['success_rate'])} | "
                      f"{_pct(r['accident_rate'])} [{_pct(r['accident_rate_low'])}, {_pct(r['accident_rate_upper'])}] | "
-                     f"{_pct(d['0'])} / {_pct(d['1'])} / {_pct(d['2'])} | {_pct(r['ood_alarm_rate'])} | {r['latency_p99_us']:.0f} |")
+                     f"{r['mean_cost']:.3g} | {_pct(d['0'])} / {_pct(d['1'])} / {_pct(d['2'])} | {_pct(r['ood_alarm_rate'])} | {r['latency_p99_us']:.0f} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}**: {d}" for v, d in dict.fromkeys(
         (r["variant"], r["description"]) for r in report["ablations"])), ""]
-    lines += ["## Figures", "", "![returns and costs](returns_costs.png)", "", "![accident rates](accident_rates.png)", ""]
-    for env_id in report["engines"]:
-        short = env_id.split("/")[-1]
-        lines += [f"![decisions {short}](decisions_{short}.png)", "", f"![trajectories {short}](trajectories_{short}.png)", ""]
+    lines += ["## Figures", ""]
+    for caption, name in figures:
+        lines += [f"![{caption}]({name})", ""]
     return "\n".join(lines)

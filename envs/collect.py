@@ -16,11 +16,10 @@ import numpy as np
 
 from safecritic.configs.errors import ConfigError
 from safecritic.configs.schema import Config
-from safecritic.envs.behaviors import make_behavior
 from safecritic.envs.faults import make_env
 from safecritic.envs.minari_io import dataset_exists, refuse_existing, write_atomically
-from safecritic.envs.registry import behaviors_for
-from safecritic.envs.rollout import Episode, run_episode, summarize
+from safecritic.envs.registry import behaviors_for, import_modules, make_behavior
+from safecritic.envs.rollout import Episode, per_row, run_lockstep, summarize
 
 CHUNK = 20  # episodes per work item: small enough for a smooth progress bar
 
@@ -43,24 +42,31 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _collect_chunk(args: tuple[str, int, list[tuple[int, str]]]) -> list[tuple[int, str, Episode]]:
-    env_id, seed, items = args
-    env = make_env(env_id)
-    out = []
+def _collect_chunk(args: tuple[str, int, list[tuple[int, str]], list[str]]) -> list[tuple[int, str, Episode]]:
+    """One chunk of the plan, its envs in lockstep (one scripted behaviour per env)."""
+    env_id, seed, items, imports = args
+    import_modules(imports)  # a spawned worker imports the user's modules again
+    envs = [make_env(env_id) for _ in items]
+    behaviors = []
     for index, name in items:
         behavior = make_behavior(env_id, name)
         behavior.reset(np.random.default_rng([seed, index, 1]))
-        out.append((index, name, run_episode(env, behavior.act, seed=episode_seed(seed, index))))
-    env.close()
-    return out
+        behaviors.append(behavior)
+    try:
+        episodes = run_lockstep(envs, [episode_seed(seed, index) for index, _ in items], per_row([b.act for b in behaviors]))
+    finally:
+        for env in envs:
+            env.close()
+    return [(index, name, episode) for (index, name), episode in zip(items, episodes)]
 
 
 def collect_episodes(
-    env_id: str, plan: list[str], seed: int, workers: int, progress: Callable[[int], None] | None = None
+    env_id: str, plan: list[str], seed: int, workers: int, progress: Callable[[int], None] | None = None,
+    imports: list[str] | None = None,
 ) -> list[tuple[str, Episode]]:
     """Run the plan (one behaviour name per episode) in `workers` processes."""
     items = list(enumerate(plan))
-    chunks = [(env_id, seed, items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
+    chunks = [(env_id, seed, items[i : i + CHUNK], list(imports or [])) for i in range(0, len(items), CHUNK)]
     results: list[tuple[int, str, Episode]] = []
     if workers <= 1 or len(chunks) == 1:
         for chunk in chunks:
@@ -92,14 +98,12 @@ def _buffers(episodes: list[tuple[str, Episode]], names: tuple[str, ...]):
     from minari.data_collector import EpisodeBuffer
 
     buffers = []
+    reports_success = any(ep.reports_success for _, ep in episodes)
     for index, (name, ep) in enumerate(episodes):
         code = np.full(ep.length + 1, names.index(name), dtype=np.int64)
-        infos = {
-            "cost": ep.costs.astype(np.float64),
-            "accident": ep.accidents.astype(bool),
-            "success": ep.successes.astype(bool),
-            "behavior": code,
-        }
+        infos = {"cost": ep.costs.astype(np.float64), "accident": ep.accidents.astype(bool), "behavior": code}
+        if reports_success:  # a task without a success signal records none (not "never succeeded")
+            infos["success"] = ep.successes.astype(bool)
         buffers.append(
             EpisodeBuffer(
                 id=index,
@@ -129,12 +133,12 @@ def collect_dataset(
         refuse_existing(data.dataset_id)  # before collecting, not after: no wasted minutes
     start = time.perf_counter()
     plan = plan_behaviors(data.behaviors, data.episodes, data.seed)
-    episodes = collect_episodes(env_id, plan, data.seed, data.workers, progress)
+    episodes = collect_episodes(env_id, plan, data.seed, data.workers, progress, config.env.imports)
     mixture = ", ".join(f"{n} {w:g}" for n, w in data.behaviors.items())
     description = (
         f"safecritic scripted mixture ({mixture}), seed {data.seed}, {data.episodes} episodes in {env_id}. "
         "Infos per step (N+1 entries, reset first): cost (float in [0, 1]; transition t's cost is "
-        "infos['cost'][t + 1]), accident (bool, terminates), success (bool), behavior (int: "
+        "infos['cost'][t + 1]), accident (bool), success (bool, where the task reports it), behavior (int: "
         + ", ".join(f"{i}={n}" for i, n in enumerate(names))
         + ")."
     )

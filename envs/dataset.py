@@ -15,9 +15,8 @@ import torch
 
 from safecritic.configs.errors import DatasetError
 from safecritic.configs.schema import DataConfig
-from safecritic.envs.labelers import LABELERS
 from safecritic.envs.minari_io import dataset_dir, dataset_exists, root_description
-from safecritic.envs.registry import behaviors_for
+from safecritic.envs.registry import behaviors_for, labelers
 
 # Floor on per-dimension std when normalising: a constant observation entry must not
 # blow up to +-inf (d3rlpy's StandardObservationScaler uses the same 1e-3 epsilon).
@@ -34,6 +33,7 @@ class Transitions:
     cost: torch.Tensor  # (N,) float32, in [0, 1]
     next_obs: torch.Tensor  # (N, obs_dim) float32
     terminal: torch.Tensor  # (N,) float32, 1.0 where the episode terminated (goal or accident)
+    success: torch.Tensor  # (N,) float32, 1.0 where info["success"] was set after the step (0 without the info)
     timeout: torch.Tensor  # (N,) float32, 1.0 where it was truncated (time limit)
     episode: torch.Tensor  # (N,) int64, the Minari episode id
     behavior: torch.Tensor  # (N,) int64, index of the behaviour that acted (-1 if unknown)
@@ -64,58 +64,23 @@ def episode_sums(transitions: Transitions, values: torch.Tensor) -> tuple[torch.
     return torch.zeros(len(ids)).index_add_(0, inverse, values.float()), inverse
 
 
-def successful_episode_rows(transitions: Transitions) -> torch.Tensor:
-    """(N,) bool: the rows of episodes that terminated (not truncated) without any cost.
+def successful_episode_rows(transitions: Transitions, has_success: bool, quantile: float) -> torch.Tensor:
+    """(N,) bool: the rows of the episodes the data counts as successful, for any task.
 
-    On PointNav an episode terminates at the goal or at an accident, so these are the
-    episodes that reached the goal; the gate's reference prior imitates them (gate.reference)."""
+    Successful = no cost at all, and: where the data records a success signal, it was set;
+    where it does not (a task without a terminal goal), the episode's return is at or above
+    `quantile` of the cost-free episodes' returns. Never "terminated": an episode may end
+    for other reasons, and a time-limited task never terminates."""
     cost, inverse = episode_sums(transitions, transitions.cost)
-    terminated, _ = episode_sums(transitions, transitions.terminal)
-    return ((cost == 0) & (terminated > 0))[inverse]
-
-
-def discounted_returns(transitions: Transitions, gamma: float) -> torch.Tensor:
-    """(N,) return-to-go sum_k gamma^k r_{t+k} of each step within its own episode: the
-    n-step reward with n = the longest episode. A truncated episode's tail is unknown and
-    counted as 0, so the figure is what the data *saw*, not a value estimate. Used as a
-    lower bound on Q_R's target (critics.task.mc_lower_bound)."""
-    longest = int(torch.unique_consecutive(transitions.episode, return_counts=True)[1].max()) if len(transitions) else 1
-    return n_step_backups(transitions, longest, gamma).rew
-
-
-@dataclass
-class NStep:
-    """Each step's n-step backup: the discounted reward of up to n steps within its episode,
-    the observation after the last of them, whether that one terminated, and gamma^steps."""
-
-    rew: torch.Tensor  # (N,)
-    next_obs: torch.Tensor  # (N, obs_dim)
-    terminal: torch.Tensor  # (N,)
-    discount: torch.Tensor  # (N,)
-
-    def select(self, index: torch.Tensor) -> "NStep":
-        return NStep(self.rew[index], self.next_obs[index], self.terminal[index], self.discount[index])
-
-
-def n_step_backups(transitions: Transitions, n: int, gamma: float) -> NStep:
-    """n-step backups of every step (transitions in episode order). An episode's end cuts
-    the sum short: a terminal step stops it, a truncated one bootstraps from its next
-    observation, as the one-step target does."""
-    rows = len(transitions)
-    index = torch.arange(rows)
-    episode = transitions.episode
-    # Last row of each row's episode.
-    change = torch.ones(rows, dtype=torch.bool)
-    change[:-1] = episode[1:] != episode[:-1]
-    ends = torch.nonzero(change).flatten()
-    last = ends[torch.searchsorted(ends, index)]
-    rew = torch.zeros(rows, dtype=torch.float64)
-    for k in range(n):
-        row = torch.minimum(index + k, last)
-        rew += (index + k <= last).double() * gamma**k * transitions.rew[row].double()
-    final = torch.minimum(index + n - 1, last)
-    steps = (final - index + 1).double()
-    return NStep(rew.float(), transitions.next_obs[final], transitions.terminal[final], (gamma**steps).float())
+    returns, _ = episode_sums(transitions, transitions.rew)
+    cost_free = cost == 0
+    if has_success:
+        reached, _ = episode_sums(transitions, transitions.success)
+        return (cost_free & (reached > 0))[inverse]
+    if not cost_free.any():
+        return torch.zeros(len(transitions), dtype=torch.bool)
+    bar = torch.quantile(returns[cost_free].double(), quantile).float()
+    return (cost_free & (returns >= bar))[inverse]
 
 
 @dataclass
@@ -143,6 +108,7 @@ class DatasetInfo:
     act_low: list[float]
     act_high: list[float]
     behavior_names: tuple[str, ...]
+    has_success: bool  # whether the data records info["success"] (else "successful" is a return quantile)
 
 
 @dataclass
@@ -200,11 +166,11 @@ def load_transitions(
     env_id = env_spec.id if env_spec is not None else None
 
     columns: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(Transitions)}
-    has_cost = has_behavior = None
+    has_cost = has_behavior = has_success = None
     for ep in dataset.iterate_episodes():
         infos = ep.infos or {}
         if has_cost is None:
-            has_cost, has_behavior = "cost" in infos, "behavior" in infos
+            has_cost, has_behavior, has_success = "cost" in infos, "behavior" in infos, "success" in infos
         n = len(ep.actions)
         obs = np.asarray(ep.observations, dtype=np.float32)
         columns["obs"].append(obs[:-1])
@@ -216,6 +182,8 @@ def load_transitions(
         columns["episode"].append(np.full(n, ep.id, dtype=np.int64))
         if has_cost:
             columns["cost"].append(np.asarray(infos["cost"], dtype=np.float32)[1:])  # reset info first
+        columns["success"].append(np.asarray(infos["success"], dtype=np.float32)[1:] if has_success
+                                  else np.zeros(n, dtype=np.float32))
         columns["behavior"].append(
             np.asarray(infos["behavior"], dtype=np.int64)[1:] if has_behavior else np.full(n, -1, dtype=np.int64)
         )
@@ -224,14 +192,15 @@ def load_transitions(
 
     arrays = {k: np.concatenate(v) for k, v in columns.items() if v}
     if not has_cost:
+        known = labelers()
         if cost_labeler is None:
             raise DatasetError(
                 f"dataset {dataset_id!r} has no 'cost' info; set a cost labeler with "
-                f"-o data.cost_labeler=<name>; known labelers: {', '.join(sorted(LABELERS))}"
+                f"-o data.cost_labeler=<name>; known labelers: {', '.join(sorted(known))} (a task adds its own: envs/task.py)"
             )
-        if cost_labeler not in LABELERS:
-            raise DatasetError(f"unknown cost labeler {cost_labeler!r}; known labelers: {', '.join(sorted(LABELERS))}")
-        labeler = LABELERS[cost_labeler]
+        if cost_labeler not in known:
+            raise DatasetError(f"unknown cost labeler {cost_labeler!r}; known labelers: {', '.join(sorted(known))}")
+        labeler = known[cost_labeler]
         if arrays["obs"].shape[1] != labeler.obs_dim:
             raise DatasetError(
                 f"cost labeler {cost_labeler!r} ({labeler.what}) expects {labeler.obs_dim}-dim observations, "
@@ -255,6 +224,7 @@ def load_transitions(
         act_low=[float(x) for x in act_low],
         act_high=[float(x) for x in act_high],
         behavior_names=behaviors_for(env_id) if (has_behavior and env_id) else (),
+        has_success=bool(has_success),
     )
     return transitions, info
 
@@ -298,5 +268,5 @@ def split_by_episode(
 def load_offline_data(data: DataConfig, collect_hint: str | None = None) -> OfflineData:
     """Load `data.dataset_id`, split it by episode and normalise with train statistics."""
     transitions, info = load_transitions(data.dataset_id, data.cost_labeler, collect_hint)
-    train, calib, test = split_by_episode(transitions, data.calib_fraction, data.split_seed, data.test_fraction)
+    train, calib, test = split_by_episode(transitions, data.calib_fraction, data.seed, data.test_fraction)
     return OfflineData(train=train, calib=calib, test=test, stats=NormStats.of(train.obs), info=info)

@@ -1,49 +1,52 @@
-"""The tasks safecritic ships, by gymnasium id, and their scripted behaviours.
+"""The tasks safecritic ships, by gymnasium id, and the task interface behind any id.
 
-Kept free of heavy imports (no mujoco, no pybullet) so that configs can validate ids
-and `import safecritic` can register the tasks cheaply.
+Kept free of heavy imports (no mujoco, no pybullet, no torch) so that `import safecritic`
+registers the tasks cheaply. An env id is a gymnasium id, optionally with gymnasium's own
+module prefix (`mymodule:my/Task-v0`: the module is imported first, so that it registers
+the id); `env.imports` names further modules to import. A user's module may also
+register a `Task` (envs/task.py) for its ids with `register_task`.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import Iterable
 
-from safecritic.configs.errors import UnknownEnvError
+from safecritic.configs.errors import ConfigError, UnknownEnvError
+from safecritic.envs.task import GENERIC, Behavior, Labeler, Task
 
 
 @dataclass(frozen=True)
 class EnvEntry:
     entry_point: str
-    task: str
+    task: str  # "module:attribute" of the Task object
     engine: str
     max_episode_steps: int
 
 
 # DESIGN.md: PointNav exists in both engines with identical spaces, period and length.
 POINTNAV_MAX_STEPS = 200
+POINTNAV_TASK = "safecritic.envs.pointnav.interface:TASK"
 
 ENV_IDS: dict[str, EnvEntry] = {
     "safecritic/PointNav-v0": EnvEntry(
-        "safecritic.envs.pointnav.mujoco_env:PointNavMujocoEnv", "pointnav", "mujoco", POINTNAV_MAX_STEPS
+        "safecritic.envs.pointnav.mujoco_env:PointNavMujocoEnv", POINTNAV_TASK, "mujoco", POINTNAV_MAX_STEPS
     ),
     "safecritic/PointNavBullet-v0": EnvEntry(
-        "safecritic.envs.pointnav.bullet_env:PointNavBulletEnv", "pointnav", "pybullet", POINTNAV_MAX_STEPS
+        "safecritic.envs.pointnav.bullet_env:PointNavBulletEnv", POINTNAV_TASK, "pybullet", POINTNAV_MAX_STEPS
     ),
 }
+# Tasks for gymnasium's own ids (nothing to register, only labelers for their datasets).
+FOREIGN_TASKS: dict[str, str] = {"Hopper-v5": "safecritic.envs.hopper:TASK"}
 
-TASK_BEHAVIORS: dict[str, tuple[str, ...]] = {"pointnav": ("reckless", "cautious", "random", "zigzag")}
-
-
-def task_of(env_id: str) -> str | None:
-    """The task name of one of our env ids (None for a foreign gymnasium id)."""
-    entry = ENV_IDS.get(env_id)
-    return entry.task if entry else None
+_REGISTERED: dict[str, Task] = {}  # register_task: a user's tasks, by env id
 
 
-def behaviors_for(env_id: str) -> tuple[str, ...]:
-    """Names of the scripted behaviours of the task behind `env_id` (may be empty)."""
-    task = task_of(env_id)
-    return TASK_BEHAVIORS.get(task, ()) if task else ()
+def split_env_id(env_id: str) -> tuple[str | None, str]:
+    """`module:Env-v0` -> ('module', 'Env-v0'); a plain id -> (None, id). gymnasium's own grammar."""
+    module, sep, name = env_id.rpartition(":")
+    return (module, name) if sep else (None, env_id)
 
 
 def register_envs() -> None:
@@ -55,16 +58,82 @@ def register_envs() -> None:
             gym.register(id=env_id, entry_point=entry.entry_point, max_episode_steps=entry.max_episode_steps)
 
 
+def import_modules(modules: Iterable[str], setting: str = "env.imports") -> None:
+    """Import a user's modules (they register their envs and tasks), with a clear error."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"{setting}: cannot import module {name!r} ({exc}); put the folder that holds it on PYTHONPATH "
+                "or install it, and name it as you would in an import statement"
+            ) from None
+
+
 def check_env_id(env_id: str) -> str:
-    """Return `env_id` if gymnasium can make it, else raise listing the known ids."""
-    if env_id in ENV_IDS:
-        return env_id
+    """Return `env_id` if gymnasium can make it (importing its module prefix first), else raise
+    listing our ids."""
     import gymnasium as gym
 
     register_envs()
-    if env_id in gym.registry:
+    module, name = split_env_id(env_id)
+    if module is not None:
+        import_modules([module], f"env id {env_id!r}")
+    if name in gym.registry:
         return env_id
+    prefix = f" after importing {module!r}" if module else ""
     raise UnknownEnvError(
-        f"unknown env id {env_id!r}; safecritic's tasks: {', '.join(sorted(ENV_IDS))} "
-        "(any other registered gymnasium id works too)"
+        f"unknown env id {env_id!r}{prefix}; safecritic's tasks: {', '.join(sorted(ENV_IDS))}. Any registered "
+        "gymnasium id works, and `module:Env-v0` (or env.imports: [module]) imports the module that registers yours"
     )
+
+
+def register_task(env_ids: str | Iterable[str], task: Task) -> None:
+    """Attach a Task (behaviours, features, a safe action, ...) to a user's env ids."""
+    for env_id in [env_ids] if isinstance(env_ids, str) else env_ids:
+        _REGISTERED[split_env_id(env_id)[1]] = task
+
+
+def _load(spec: str) -> Task:
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def task_for(env_id: str | None) -> Task:
+    """The Task behind an env id: ours, a registered one, or the generic task (no extras)."""
+    if env_id is None:
+        return GENERIC
+    module, name = split_env_id(env_id)
+    if name in ENV_IDS:
+        return _load(ENV_IDS[name].task)
+    if name not in _REGISTERED and module is not None:
+        import_modules([module], f"env id {env_id!r}")  # its module may register a task at import
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in FOREIGN_TASKS:
+        return _load(FOREIGN_TASKS[name])
+    return GENERIC
+
+
+def behaviors_for(env_id: str) -> tuple[str, ...]:
+    """Names of the scripted behaviours of the task behind `env_id` (may be empty)."""
+    return tuple(task_for(env_id).behaviors)
+
+
+def labelers() -> dict[str, Labeler]:
+    """Every named cost labeler: those of our tasks and of the registered ones."""
+    tasks = [_load(e.task) for e in ENV_IDS.values()] + [_load(s) for s in FOREIGN_TASKS.values()]
+    out: dict[str, Labeler] = {}
+    for task in [*tasks, *_REGISTERED.values()]:
+        out.update(task.labelers)
+    return out
+
+
+def make_behavior(env_id: str, name: str) -> Behavior:
+    """A fresh scripted behaviour `name` of the task behind `env_id`."""
+    known = task_for(env_id).behaviors
+    if name not in known:
+        raise ConfigError(
+            f"no behaviour {name!r} for {env_id}; known: {', '.join(known) or 'none (no scripted behaviours)'}"
+        )
+    return known[name]()

@@ -62,8 +62,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 class BarProgress:
     """Adapts the trainer's progress protocol to one tqdm bar per phase."""
 
-    KEYS = ("prior_nll", "reference_nll", "ood_loss", "q_task_loss", "cql_gap", "q_cost_loss", "actor_q_cost", "lambda_cost",
-            "actor_kl", "updates_per_s")
+    KEYS = ("prior_nll", "reference_nll", "ood_loss", "q_task_loss", "cql_gap", "policy_risk_loss", "feasible",
+            "constraint_binds", "multiplier_where_binding", "updates_per_s")
 
     def __init__(self) -> None:
         self.bar = None
@@ -179,7 +179,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json)")
     print(f"sha256   {manifest['sha256']}")
     print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
-    print(f"gate     {manifest['candidates']} candidates, {manifest['precision']}, cost threshold {manifest['thresholds']['cost']:g}, "
+    print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")
     return EXIT_OK
 
@@ -303,18 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "rollout",
-        help="run a trained run's actor (or its BC prior) in the simulator",
+        help="run a trained run's actor (or its twin, or a BC prior) in the simulator, no gate",
         description=(
-            "Roll out the deterministic actor (tanh of its mean) or the behaviour prior's mode (BC) of a "
-            "trained run for N episodes from fixed seeds, and report success, accident rate, return and "
-            "length. A quick look at quality before export; the gated controller is evaluated by "
-            "`safecritic evaluate`."
+            "Roll out the mode of one of a trained run's policies (the constrained actor, its unconstrained "
+            "twin, BC on all the data or on the successful episodes) for N episodes from fixed seeds, and report "
+            "success, accident rate, return and length. A quick look at quality before export; the gated "
+            "controller is evaluated by `safecritic evaluate`."
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory (runs/<name>)")
-    p.add_argument("--policy", choices=["actor", "plain", "bc", "bc_successful"], default="actor",  # run_policies.POLICIES (torch-free here)
-                   help="actor: the (KL-constrained) actor; plain: the unconstrained actor; bc: the behaviour prior's "
-                        "mode; bc_successful: the mode of the prior fitted to the successful episodes (filtered BC)")
+    p.add_argument("--policy", choices=["actor", "unconstrained", "bc", "bc_successful"], default="actor",  # controller.evaluation.POLICIES (torch-free here)
+                   help="actor: the constrained actor's mode; unconstrained: its twin fitted without the accident "
+                        "constraint; bc: the behaviour prior's mode; bc_successful: the mode of the prior fitted to the "
+                        "successful episodes (filtered BC)")
     p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: the run's env.id)")
     p.add_argument("-n", "--episodes", type=int, default=200, help="episodes per env (default 200)")
     p.add_argument("--seed", type=int, default=1000, help="base seed of the evaluation episodes (default 1000)")
@@ -348,11 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory")
     p.add_argument("--out", type=Path, default=None, help="artifact folder (default RUN_DIR/artifact)")
-    p.add_argument("--variant", default="gated",
-                   help="gated (default), bare_actor, gate_off, accident_only, ood_only, ranking_only, plain_actor, bc or bc_successful")
+    p.add_argument("--variant", default="gated",  # deploy.export.VARIANTS (torch-free here)
+                   help="gated (default); the ablations: gate_off (the actor alone), accident_only, ood_only, "
+                        "unconstrained, bc, bc_successful")
     p.add_argument("-o", "--override", action="append", default=[], metavar="gate.KEY=VALUE",
-                   help="change a gate setting without retraining (repeatable), e.g. -o gate.precision=bf16 "
-                   "or -o gate.cost_threshold=0.03; other sections need a new training run")
+                   help="change a gate setting without retraining (repeatable), e.g. -o gate.cost_threshold=0.03 "
+                   "or -o gate.policy_candidates=8; other sections need a new training run")
     p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (
@@ -364,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=(
                 f"{helptext[0].upper() + helptext[1:]}. The exported file runs (through the torch+numpy runtime, "
                 "hash-checked), not Python objects: deploy.episodes episodes per engine in env.eval_ids from fixed "
-                "seeds (deploy.seed), spread over deploy.workers processes, with env.faults applied. Without -c, "
+                "seeds (deploy.seed), spread over data.workers processes, with env.faults applied. Without -c, "
                 "the config stored in the artifact's manifest is used (overrides still apply)."
                 + (" Exit code 1 and nothing released when any criterion fails." if name == "certify" else "")
             ),

@@ -26,7 +26,7 @@ from safecritic.controller.training import calibration_pairs, load_trained, trai
 from safecritic.critics.baselines import Mahalanobis, q_disagreement
 from safecritic.critics.conformal import conformal_threshold, false_alarm_rate
 from safecritic.critics.metrics import auroc, fpr_at_tpr
-from safecritic.envs.behaviors import make_behavior
+from safecritic.envs.registry import make_behavior
 from safecritic.envs.collect import collect_episodes
 from safecritic.envs.dataset import load_offline_data
 from safecritic.envs.registry import behaviors_for

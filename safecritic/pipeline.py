@@ -12,8 +12,18 @@ from safecritic.envs.collect import CollectSummary, collect_dataset
 from safecritic.envs.dataset import OfflineData, load_offline_data
 
 
+def check(config: Config, collecting: bool = False) -> Config:
+    """Import env.imports and check every name the config gives (env ids, behaviours, labeler,
+    return references) before any stage does work; returns the config."""
+    from safecritic.envs.validate import check_config
+
+    check_config(config, collecting)
+    return config
+
+
 def collect(config: Config, overwrite: bool = False, progress: Callable[[int], None] | None = None) -> CollectSummary:
     """Stage 1: write the configured Minari dataset from the behaviour mixture."""
+    check(config, collecting=True)
     return collect_dataset(config, overwrite=overwrite, progress=progress)
 
 
@@ -76,6 +86,7 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, pro
     """Stage 3: train prior, detector, critics and actor into run_dir (resumable)."""
     from safecritic.controller.training import NoProgress, Trainer
 
+    check(config)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_run_dir(run_dir, config, resume)
     data = load_data(config, config_path)
@@ -91,12 +102,11 @@ def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gate
 
     `loaded` (from deploy.export.load_for_export) saves re-reading the run for each variant.
     """
-    from safecritic.deploy.export import ABLATIONS, BARE_ACTOR, FULL, export_run
+    from safecritic.deploy.export import VARIANTS, export_run
 
-    variants = {v.name: v for v in (FULL, BARE_ACTOR, *ABLATIONS)}
-    if variant_name not in variants:
-        raise RunError(f"unknown variant {variant_name!r}; known: {', '.join(variants)}")
-    return export_run(Path(run_dir), out_dir, variants[variant_name], loaded, gate_overrides)
+    if variant_name not in VARIANTS:
+        raise RunError(f"unknown variant {variant_name!r}; known: {', '.join(VARIANTS)}")
+    return export_run(Path(run_dir), out_dir, VARIANTS[variant_name], loaded, gate_overrides)
 
 
 def _eval_settings(config: Config) -> dict[str, Any]:
@@ -135,7 +145,7 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
     from safecritic.deploy.evaluate import episodes_as_dicts, evaluate_artifacts, summarize_env
 
     manifests = {Path(a): read_manifest(Path(a)) for a in artifact_dirs}
-    config = config or Config.model_validate(next(iter(manifests.values()))["config"])
+    config = check(config or Config.model_validate(next(iter(manifests.values()))["config"]))
     out: dict[Path, dict[str, Any]] = {}
     todo = []
     for folder, manifest in manifests.items():
@@ -166,14 +176,12 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
             ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
             do_release: bool = True) -> dict[str, Any]:
     """Stage 7: judge the criteria per engine, write the report, release on a pass."""
-    from safecritic.deploy.baselines import check_reference_behaviors
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
 
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
-    config = config or Config.model_validate(manifest["config"])
-    check_reference_behaviors(config)
+    config = check(config or Config.model_validate(manifest["config"]))
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
     evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True)
     evaluation = evaluations[artifact_dir]
@@ -201,11 +209,10 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     import time
 
     from safecritic.controller.training import RunPaths, load_checkpoint
-    from safecritic.deploy.baselines import check_reference_behaviors
     from safecritic.deploy.export import ABLATIONS
     from safecritic.envs.minari_io import dataset_exists
 
-    check_reference_behaviors(config)  # a typo in a criterion must not cost a training run
+    check(config)  # a typo in a criterion must not cost a training run
     stage = stage or (lambda message: None)
     timings: dict[str, float] = {}
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -242,7 +249,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     timed("export", lambda: export(run_dir, artifact, loaded=loaded))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:
-        for variant in (v for v in ABLATIONS if v.available(config)):
+        for variant in ABLATIONS:
             folder = run_dir / "ablations" / variant.name
             timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
             ablation_dirs[variant.name] = folder

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from safecritic.configs import ConfigError
-from safecritic.envs.behaviors import make_behavior
+from safecritic.envs.registry import make_behavior
 from safecritic.envs.collect import collect_episodes, plan_behaviors
 from safecritic.envs.rollout import summarize
 

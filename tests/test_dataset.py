@@ -14,9 +14,8 @@ from minari.data_collector import EpisodeBuffer
 
 from safecritic.configs import DatasetError, load_config
 from safecritic.envs.collect import collect_dataset
-from safecritic.envs.dataset import (Transitions, discounted_returns, load_offline_data, load_transitions, n_step_backups,
-                                     split_by_episode, successful_episode_rows)
-from safecritic.envs.labelers import pointnav_hazard
+from safecritic.envs.dataset import Transitions, load_offline_data, load_transitions, split_by_episode, successful_episode_rows
+from safecritic.envs.pointnav.interface import hazard_contact as pointnav_hazard
 from safecritic.envs.minari_io import dataset_dir
 
 from conftest import SMOKE
@@ -150,37 +149,21 @@ def test_overwrite_replaces_and_is_reproducible(minari_root):
     torch.testing.assert_close(a.obs, c.obs)  # worker count does not change the data
 
 
-def _three_episodes() -> Transitions:
-    """Episode 0 ends at a terminal step, episode 3 is truncated, episode 4 is one step."""
-    n = 6
-    return Transitions(obs=torch.zeros(n, 1), act=torch.zeros(n, 1), rew=torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 5.0]),
-                       cost=torch.zeros(n), next_obs=torch.arange(10.0, 16.0).unsqueeze(1),
-                       terminal=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), timeout=torch.tensor([0.0] * 4 + [1.0, 1.0]),
-                       episode=torch.tensor([0, 0, 0, 3, 3, 4]), behavior=torch.zeros(n, dtype=torch.long))
-
-
-def test_discounted_returns_restart_at_each_episode():
-    assert discounted_returns(_three_episodes(), 0.5).tolist() == [1.75, 1.5, 1.0, 3.0, 2.0, 5.0]
-
-
-def test_n_step_backups_stop_at_the_episode_end():
-    t = _three_episodes()
-    one = n_step_backups(t, 1, 0.5)  # the one-step target's own terms
-    assert torch.equal(one.rew, t.rew) and torch.equal(one.next_obs, t.next_obs) and torch.equal(one.terminal, t.terminal)
-    assert one.discount.tolist() == [0.5] * 6
-    three = n_step_backups(t, 3, 0.5)
-    assert three.rew.tolist() == [1.75, 1.5, 1.0, 3.0, 2.0, 5.0]
-    assert three.next_obs.flatten().tolist() == [12.0, 12.0, 12.0, 14.0, 14.0, 15.0]
-    assert three.terminal.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # truncated: bootstrap
-    assert three.discount.tolist() == [0.125, 0.25, 0.5, 0.25, 0.5, 0.5]
-
-
-def test_successful_episode_rows_marks_whole_episodes_that_terminated_without_cost():
+def test_successful_episodes_are_defined_for_any_task():
+    """With a success signal: cost-free episodes that reached it. Without one (a time-limited task, no
+    terminal goal): cost-free episodes whose return is at or above the quantile. Never "terminated"."""
     t = Transitions(
-        obs=torch.zeros(7, 1), act=torch.zeros(7, 1), rew=torch.zeros(7), next_obs=torch.zeros(7, 1),
-        cost=torch.tensor([0, 0, 0, 1, 0, 0, 0.0]),  # episode 1 crashes
-        terminal=torch.tensor([0, 1, 0, 1, 0, 0, 0.0]),  # episode 2 is truncated
-        timeout=torch.tensor([0, 0, 0, 0, 0, 0, 1.0]),
-        episode=torch.tensor([0, 0, 1, 1, 2, 2, 2]), behavior=torch.full((7,), -1),
+        obs=torch.zeros(9, 1), act=torch.zeros(9, 1), next_obs=torch.zeros(9, 1),
+        rew=torch.tensor([1, 1, 5, 5, 0, 0, 3, 3, 0.0]),  # returns 2, 10, 0, 6, 0
+        cost=torch.tensor([0, 0, 0, 1, 0, 0, 0, 0, 0.0]),  # episode 1 has a cost
+        terminal=torch.tensor([0, 1, 0, 1, 0, 0, 0, 0, 0.0]),
+        timeout=torch.tensor([0, 0, 0, 0, 0, 1, 0, 1, 1.0]),
+        success=torch.tensor([0, 1, 0, 0, 0, 0, 0, 1, 0.0]),  # episode 3 succeeds on its last step, truncated
+        episode=torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4]), behavior=torch.full((9,), -1),
     )
-    assert successful_episode_rows(t).tolist() == [True, True, False, False, False, False, False]
+    with_signal = successful_episode_rows(t, has_success=True, quantile=0.5)
+    assert with_signal.tolist() == [True, True, False, False, False, False, True, True, False]
+    # No signal: the cost-free episodes 0, 2, 3, 4 return 2, 0, 6, 0; their median is 1.
+    without = successful_episode_rows(t, has_success=False, quantile=0.5)
+    assert without.tolist() == [True, True, False, False, False, False, True, True, False]
+    assert successful_episode_rows(t, has_success=False, quantile=0.9).tolist() == [False] * 6 + [True, True, False]

@@ -15,14 +15,11 @@ import torch
 
 from safecritic.cli import main
 from safecritic.configs import load_config
-from safecritic.controller.gate import CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController, safe_action_of
+from safecritic.controller.gate import CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController, PolicyController
 from safecritic.controller.training import load_trained
 from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
 from safecritic.deploy.export import parity
 from safecritic.deploy.runtime import ArtifactError, ObservationError, load
-from safecritic.configs.errors import ConfigError
-from safecritic.configs.schema import GoalApproachConfig
-from safecritic.controller.model import SafeCriticModel
 from safecritic.envs.dataset import load_offline_data, successful_episode_rows
 from safecritic.pipeline import export
 
@@ -56,7 +53,7 @@ def test_export_is_parity_checked_and_manifest_complete(artifact, observations, 
                 "config", "training", "torch_version", "sha256", "record_fields"):
         assert key in manifest, key
     assert manifest["parity_max_abs_diff"] <= 1e-5
-    assert manifest["braking"] == {"velocity_indices": [2, 3], "gain": 5.0}  # the smoke preset brakes, as PointNav's
+    assert manifest["safe_action"]["module"] == "PointNavBrake"  # the task's safe action, from its own module
     config, model, _ = load_trained(smoke_run)
     eager = GatedController(model, config.gate)
     scripted = torch.jit.load(str(artifact / "controller.pt"))
@@ -102,7 +99,7 @@ def test_non_finite_observation_gives_safe_action_and_fault_code(artifact, obser
     obs[1, 3] = bad
     action, record = controller.act(obs)
     assert np.isfinite(action).all()
-    np.testing.assert_array_equal(action[1], controller.manifest["safe_action"])
+    np.testing.assert_array_equal(action[1], controller.manifest["safe_action"]["constant"])
     assert record[1, 0] == CODE_FAULT and controller.explain(record[1])["decision"] == "fault"
     assert (record[[0, 2, 3], 0] != CODE_FAULT).all()  # the other rows are unaffected
 
@@ -172,110 +169,68 @@ print("ok")
     assert out.stdout.strip() == "ok"
 
 
-def test_gate_decisions_follow_thresholds(smoke_run, observations):
+def test_the_proposal_runs_whenever_it_is_admissible(smoke_run, observations):
+    """Simplex: code 0 and the actor's own mode wherever the proposal passes both vetoes; another
+    candidate only where it is vetoed, the best admissible one by Q_R + w log pi; the safe action
+    only where nothing is admissible."""
     config, model, _ = load_trained(smoke_run)
-    strict = config.gate.model_copy(update={"cost_threshold": -1.0})  # nothing admissible
-    _, rec = GatedController(model, strict)(observations)
+    free = GatedController(model, config.gate.model_copy(update={"cost_threshold": 1e9}), use_ood=False)
+    action, rec = free(observations)
+    assert (rec[:, 0] == CODE_POLICY).all()
+    mode = PolicyController(model, config.gate, "actor")(observations)[0]
+    torch.testing.assert_close(action, mode)  # the gate's proposal is the actor alone's action
+    with torch.no_grad():
+        cands, q_r, q_c, ood, score = free.scores(observations)
+    threshold = float(q_c.median())  # some rows vetoed, some not
+    gate = GatedController(model, config.gate.model_copy(update={"cost_threshold": threshold}), use_ood=False)
+    action, rec = gate(observations)
+    ok = q_c <= threshold
+    assert torch.equal(rec[:, 0] == CODE_POLICY, ok[0])
+    other = ~ok[0] & ok.any(0)
+    assert other.any() and torch.equal(rec[:, 0] == CODE_CANDIDATE, other)
+    best = torch.where(ok, score, float("-inf")).argmax(0)
+    torch.testing.assert_close(rec[other, 1], q_r.gather(0, best.view(1, -1))[0][other])
+    assert (rec[~ok.any(0), 0] == CODE_FALLBACK).all()
+    assert parity(gate, torch.jit.script(gate), observations) <= 1e-5
+
+
+def test_fallback_is_the_tasks_safe_action_and_faults_the_constant(smoke_run, observations):
+    """Nothing admissible: the task's safe action runs (PointNav's brake, from envs/pointnav); a
+    non-finite observation gets the configured constant instead. The gate reads no observation entry
+    itself: the task's module does."""
+    from safecritic.envs.pointnav.interface import PointNavBrake
+
+    config, model, _ = load_trained(smoke_run)
+    strict = GatedController(model, config.gate.model_copy(update={"cost_threshold": -1.0}))
+    action, rec = strict(observations)
     assert (rec[:, 0] == CODE_FALLBACK).all()
-    loose = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 0.0, "goal_approach": None})
-    free = GatedController(model, loose, use_ood=False)
-    _, rec = free(observations)
-    assert (rec[:, 0] != CODE_FALLBACK).all()
-    cands = free.candidates(observations)
-    q_task, _ = model.critic(model.normalize_obs(observations), cands)
-    torch.testing.assert_close(rec[:, 1], q_task.min(0).values.max(0).values)  # the best Q_R is chosen
-    _, rec = GatedController(model, strict, gate_enabled=False)(observations)
-    assert (rec[:, 0] == CODE_POLICY).all()  # gate off: the policy's mean, whatever the critics say
-    _, rec = GatedController(model, strict, use_cost=False, use_ood=False)(observations)
-    assert (rec[:, 0] != CODE_FALLBACK).all()  # ranking only: no veto, so no fallback under any threshold
-
-
-@pytest.mark.parametrize("braking", [False, True])
-@pytest.mark.parametrize("safe_candidate", [True, False])
-def test_safe_fallback_records_the_safe_candidate(smoke_run, observations, braking, safe_candidate):
-    """Under the 'safe_action' fallback the executed action is the safe action: constant, or braking
-    against the observed velocity (gate.brake_velocity_indices), clipped to the bounds; with the safe
-    candidate, the record describes what ran: its values."""
-    config, model, _ = load_trained(smoke_run)
-    strict = config.gate.model_copy(update={
-        "cost_threshold": -1.0, "fallback": "safe_action", "safe_candidate": safe_candidate,
-        "brake_velocity_indices": [2, 3] if braking else None, "brake_gain": 5.0})
-    ctrl = GatedController(model, strict)
-    action, rec = ctrl(observations)
-    assert (rec[:, 0] == CODE_FALLBACK).all()
-    if braking:
-        expected = torch.clamp(ctrl.safe_action - 5.0 * observations[:, 2:4], ctrl.act_low, ctrl.act_high)
-        assert (expected - ctrl.safe_action).abs().max() > 0.1  # the data's states move: braking differs from the constant
-    else:
-        expected = ctrl.safe_action.expand_as(action)
-    torch.testing.assert_close(action, expected)
-    assert parity(ctrl, torch.jit.script(ctrl), observations) <= 1e-5
-    if safe_candidate:
-        x = model.normalize_obs(observations)
-        q_task, cost = model.critic(x, ctrl.candidates(observations)[-1])  # the last candidate is the safe action
-        torch.testing.assert_close(rec[:, 1], q_task.min(0).values)
-        torch.testing.assert_close(rec[:, 2], model.critic.cost_value(cost).max(0).values)
-
-
-def test_braking_keeps_the_constant_safe_action_for_faults_and_checks_its_indices(smoke_run, observations):
-    """A non-finite observation has no velocity to brake against: the fault path keeps the constant
-    safe action; indices that do not fit the spaces are refused with the fix."""
-    config, model, _ = load_trained(smoke_run)
-    gate = config.gate.model_copy(update={"brake_velocity_indices": [2, 3]})
+    brake = PointNavBrake(model.act_low, model.act_high)(observations)
+    torch.testing.assert_close(action, brake)
+    assert (brake - strict.safe_action).abs().max() > 0.1  # braking differs from the constant on moving states
     bad = observations[:4].clone()
     bad[:, 2] = float("nan")
-    action, rec = torch.jit.script(GatedController(model, gate))(bad)
+    action, rec = torch.jit.script(strict)(bad)
     assert (rec[:, 0] == CODE_FAULT).all()
-    torch.testing.assert_close(action, safe_action_of(model, gate).expand_as(action))
-    for indices, message in (([2], "one velocity entry of the observation per action dimension"),
-                             ([2, 12], "outside the observation")):
-        with pytest.raises(ConfigError, match=message):
-            GatedController(model, config.gate.model_copy(update={"brake_velocity_indices": indices}))
+    torch.testing.assert_close(action, strict.safe_action.expand_as(action))
 
 
-def test_goal_approach_ranks_by_progress_near_the_goal_only(smoke_run, observations):
-    """Within gate.goal_approach.radius of the goal the chosen candidate maximises Q_R + beta log pi_ref
-    + weight x (unit-box action . unit goal vector); further out the term is zero and the choice is the
-    learned ranking's. Near the goal the choice never heads less towards it than without the term."""
+def test_a_task_without_a_safe_action_falls_back_to_the_constant(smoke_run, observations):
+    from safecritic.controller.model import ConstantAction
+
     config, model, _ = load_trained(smoke_run)
-    obs = observations
-    dist = obs[:, 4:6].norm(dim=1)
-    radius = float(dist.median())  # half the states near, half far
-    base = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 1.0, "goal_approach": None})
-    approach = GoalApproachConfig(goal_indices=[4, 5], weight=50.0, radius=radius)
-    ctrl = GatedController(model, base.model_copy(update={"goal_approach": approach}), use_ood=False)
-    plain = GatedController(model, base, use_ood=False)
-    action, rec = ctrl(obs)
-    plain_action, _ = plain(obs)
-    near = dist <= radius
-    assert 0 < int(near.sum()) < len(obs)
-    x = model.normalize_obs(obs)
-    cands = ctrl.candidates(obs)
-    q_r = model.critic(x, cands)[0].min(0).values
-    heading = obs[:, 4:6] / dist.unsqueeze(1)
-    progress = (cands * heading.unsqueeze(0)).sum(-1)
-    score = q_r + model.reference_prior.log_prob(x, cands) + 50.0 * progress * near.float()
-    best = score.argmax(0)
-    torch.testing.assert_close(rec[:, 1], q_r.gather(0, best.view(1, -1))[0])
-    torch.testing.assert_close(action[~near], plain_action[~near])
-    unit = lambda a: (a - ctrl.act_mid) / ctrl.act_half  # noqa: E731
-    gain = ((unit(action) - unit(plain_action)) * heading).sum(-1)[near]
-    assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the term changed some choices, each towards the goal
-    assert parity(ctrl, torch.jit.script(ctrl), obs) <= 1e-5
-    for indices, message in (([4], "one goal entry of the observation per action dimension"),
-                             ([4, 12], "outside the observation")):
-        bad = base.model_copy(update={"goal_approach": GoalApproachConfig(goal_indices=indices)})
-        with pytest.raises(ConfigError, match=message):
-            GatedController(model, bad)
+    model = __import__("copy").deepcopy(model)
+    model.safe_action = ConstantAction(torch.zeros(2))
+    gate = config.gate.model_copy(update={"cost_threshold": -1.0, "safe_action": [0.5, -0.5]})
+    action, rec = GatedController(model, gate)(observations)
+    torch.testing.assert_close(action, torch.tensor([0.5, -0.5]).expand_as(action))
 
 
-def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):
+def test_export_gate_overrides_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):
     """`export -o gate.*` rebuilds the gate without retraining; anything else needs a new run."""
-    out = tmp_path / "bf16"
-    assert main(["export", str(smoke_run), "--out", str(out), "-o", "gate.precision=bf16"]) == 0
+    out = tmp_path / "strict"
+    assert main(["export", str(smoke_run), "--out", str(out), "-o", "gate.cost_threshold=0.01"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"] == "bf16" and manifest["config"]["gate"]["precision"] == "bf16"
-    assert manifest["parity_max_abs_diff"] <= 1e-5
+    assert manifest["thresholds"]["cost"] == 0.01 and manifest["parity_max_abs_diff"] <= 1e-5
     action, record = load(out).act(observations.numpy())
     assert np.isfinite(action).all() and np.isfinite(record[:, 1:4]).all()
     capsys.readouterr()
@@ -284,50 +239,17 @@ def test_export_gate_overrides_bf16_and_refuses_training_keys(smoke_run, observa
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("reference", ["successful", "behaviour"])
-def test_prior_weight_selects_by_the_kl_regularised_score(smoke_run, observations, reference):
-    """With beta_gate > 0 the chosen candidate maximises Q_R + beta_gate log pi_ref(a|s), and the
-    prior candidates are pi_ref's means: the successful episodes' prior, or pi_beta itself."""
-    config, model, _ = load_trained(smoke_run)
-    gate = config.gate.model_copy(update={"cost_threshold": 1e9, "prior_weight": 2.0, "reference": reference,
-                                          "goal_approach": None})
-    ctrl = GatedController(model, gate, use_ood=False)
-    action, rec = ctrl(observations)
-    x = model.normalize_obs(observations)
-    cands = ctrl.candidates(observations)
-    pi_ref = model.reference_prior if reference == "successful" else model.prior
-    k = gate.policy_candidates
-    torch.testing.assert_close(cands[k : k + pi_ref.components], pi_ref.candidates(x).transpose(0, 1))
-    q_r = model.critic(x, cands)[0].min(0).values
-    score = q_r + 2.0 * pi_ref.log_prob(x, cands)
-    best = score.argmax(0)
-    torch.testing.assert_close(rec[:, 1], q_r.gather(0, best.view(1, -1))[0])
-    scripted = torch.jit.script(ctrl)
-    assert parity(ctrl, scripted, observations) <= 1e-5
-
-
 def test_reference_prior_is_fitted_to_the_successful_episodes_only(smoke_run):
     """pi_ref and pi_beta differ (two fits), and pi_ref rates the successful episodes' actions
     higher, relative to pi_beta, than the other episodes' actions."""
     config, model, _ = load_trained(smoke_run)
     data = load_offline_data(config.data)
-    mask = successful_episode_rows(data.train)
+    mask = successful_episode_rows(data.train, data.info.has_success, config.data.successful_quantile)
     assert 0 < int(mask.sum()) < len(mask)
     x, a = model.normalize_obs(data.train.obs), model.to_unit_action(data.train.act)
     with torch.no_grad():
-        gain = model.reference_prior.log_prob(x, a) - model.prior.log_prob(x, a)
+        gain = model.reference.log_prob(x, a) - model.prior.log_prob(x, a)
     assert gain[mask].mean() > gain[~mask].mean() + 1.0
-
-
-def test_reference_needs_the_fitted_prior(smoke_run):
-    """gate.reference=successful without pi_ref is refused, in the config and at export, with the fix named."""
-    with pytest.raises(ConfigError, match="fit_successful"):
-        load_config(None, ["policy.prior.fit_successful=false"])
-    config, model, _ = load_trained(smoke_run)
-    bare = SafeCriticModel(config.model_copy(update={"policy": config.policy.model_copy(update={
-        "prior": config.policy.prior.model_copy(update={"fit_successful": False})})}), model.spec)
-    with pytest.raises(ValueError, match="gate.reference=behaviour"):
-        GatedController(bare, config.gate)
 
 
 def test_gate_ood_score_is_the_models_with_the_prior_term(smoke_run, observations):
@@ -337,7 +259,7 @@ def test_gate_ood_score_is_the_models_with_the_prior_term(smoke_run, observation
     ctrl = GatedController(model, config.gate)
     _, rec = ctrl(observations)
     x = model.normalize_obs(observations)
-    proposal = ctrl.candidates(observations)[0]  # the policy's mean: the record's last column scores it
+    proposal = ctrl.scores(observations)[0][0]  # the policy's proposal: the record's last column scores it
     expected = model.ood_score(x, proposal)
     torch.testing.assert_close(rec[:, 5], expected, atol=1e-4, rtol=1e-5)
     assert not torch.allclose(expected, model.detector.score(x, proposal))  # the prior term counts
@@ -356,17 +278,24 @@ def test_clopper_pearson_bounds():
 def test_judge_names_each_criterion():
     from safecritic.configs.schema import CriteriaConfig
 
-    summary = {"accident_rate_upper": 0.03, "success_rate": 0.85, "mean_return": 30.0, "latency_us": {"p99": 500.0}}
-    checks = {c["criterion"]: c["passed"] for c in judge(summary, CriteriaConfig(mean_return_min=35.0))}
-    assert checks == {"accident rate upper bound (CP 95%)": True, "success rate": False,
-                      "p99 latency (ms)": True, "mean return": False}
+    summary = {"accident_rate_upper": 0.03, "success_rate": 0.85, "mean_return": 30.0, "mean_cost": 12.0,
+               "latency_us": {"p99": 500.0}, "reports_success": True}
+    criteria = CriteriaConfig(success_rate_min=0.9, mean_return_min=35.0, cost_budget=10.0)
+    checks = {c["criterion"]: c["passed"] for c in judge(summary, criteria)}
+    assert checks == {"accident rate upper bound (CP 95%)": True, "success rate": False, "p99 latency (ms)": True,
+                      "mean episode cost / budget 10": False, "mean return": False}
+    # A task without a success signal is judged without it by default, and refused with the fix when asked for one.
+    no_goal = {**summary, "reports_success": False}
+    assert "success rate" not in {c["criterion"] for c in judge(no_goal, CriteriaConfig())}
+    with pytest.raises(ValueError, match="success_rate_min: null"):
+        judge(no_goal, CriteriaConfig(success_rate_min=0.5))
 
 
 def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
     """The relative return criterion compares with the behaviour on the evaluation's own seeds."""
     from safecritic.configs.schema import CriteriaConfig
     from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes
-    from safecritic.envs.behaviors import make_behavior
+    from safecritic.envs.registry import make_behavior
     from safecritic.envs.faults import make_env
     from safecritic.envs.rollout import evaluation_seed, run_episode, summarize
 
@@ -379,9 +308,9 @@ def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
         b.reset(np.random.default_rng([1000, i, 1]))
         by_hand.append(run_episode(env, b.act, seed=evaluation_seed(1000, i)).ret)
     assert math.isclose(ref["mean_return"], float(np.mean(by_hand)))
-    criteria = CriteriaConfig(mean_return_of_behavior="cautious")
+    criteria = CriteriaConfig(return_reference="cautious")
     summary = {"accident_rate_upper": 0.0, "success_rate": 1.0, "mean_return": ref["mean_return"] - 0.1,
-               "latency_us": {"p99": 100.0}}
+               "mean_cost": 0.0, "latency_us": {"p99": 100.0}}
     checks = {c["criterion"]: c for c in judge(summary, criteria, ref["mean_return"])}
     check = checks["mean return vs cautious (same episodes)"]
     assert not check["passed"] and check["limit"] == ref["mean_return"]
@@ -392,8 +321,6 @@ def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
 def test_return_gap_splits_into_unfinished_episodes_and_pace():
     """A failed return bar names what to fix: the episodes the controller did not finish and
     the pace of those both finished; the parts are per-episode means and sum to the gap."""
-    from types import SimpleNamespace
-
     from safecritic.deploy.baselines import return_gap
     from safecritic.deploy.report import _gap_line, _gap_note
 
@@ -403,7 +330,7 @@ def test_return_gap_splits_into_unfinished_episodes_and_pace():
 
     episodes = [ours(2, 36.0, True, length=110), ours(0, 20.0, False, length=200), ours(1, 5.0, False, True, 30),
                 ours(3, 30.0, True, length=150)]  # any order: matched by index
-    reference = [SimpleNamespace(ret=r, success=ok, length=n) for r, ok, n in
+    reference = [{"ret": r, "success": ok, "length": n} for r, ok, n in
                  [(37.0, True, 100), (36.0, True, 100), (36.6, True, 104), (10.0, False, 200)]]
     gap = return_gap(episodes, reference)
     assert math.isclose(gap["gap"], ((20 - 37) + (5 - 36) + (36 - 36.6) + (30 - 10)) / 4)
@@ -417,12 +344,12 @@ def test_return_gap_splits_into_unfinished_episodes_and_pace():
     assert line.startswith("Return against `cautious`, per episode: -7.15 = -12.00 from the 2 episode(s) the controller "
                            "did not finish (timeout #0, accident #1); -0.15 from the 1 both finished (pace: 110.0 vs "
                            "104.0 steps); +5.00 from the 1 only the controller finished.")
-    note = _gap_note({"key": "mean_return_of_behavior"}, {"reference_behavior": {"gap": gap}})
+    note = _gap_note({"key": "return_reference"}, {"reference": {"gap": gap}})
     assert note == "; -12.00 from 2 unfinished episode(s), -0.15 from the pace of the 1 both finished"
-    assert _gap_note({"key": "success_rate"}, {"reference_behavior": {"gap": gap}}) == ""
+    assert _gap_note({"key": "success_rate"}, {"reference": {"gap": gap}}) == ""
     with pytest.raises(ValueError, match="evaluation's episodes"):
         return_gap(episodes[:3], reference)
-    none_finished = return_gap([ours(0, 1.0, False)], [SimpleNamespace(ret=2.0, success=False, length=200)])
+    none_finished = return_gap([ours(0, 1.0, False)], [{"ret": 2.0, "success": False, "length": 200}])
     assert none_finished["both_finished"]["mean_length"] is None and "pace" not in _gap_line("cautious", none_finished)
     json.dumps(none_finished, allow_nan=False)  # report.json stays strict JSON
 
@@ -441,8 +368,7 @@ def test_latency_is_timed_after_the_rollouts_in_the_calling_process(artifact):
     finished (the pool's rollouts would share the cores), and the caller's torch threads survive it."""
     from safecritic.deploy.evaluate import LATENCY_CALLS, evaluate_artifacts, summarize_env
 
-    config = load_config(SMOKE, ["deploy.episodes=2", "deploy.workers=2", "deploy.threads=1",
-                                 'env.eval_ids=["safecritic/PointNav-v0"]'])
+    config = load_config(SMOKE, ["deploy.episodes=2", "data.workers=2", 'env.eval_ids=["safecritic/PointNav-v0"]'])
     threads = torch.get_num_threads()
     ev = evaluate_artifacts([artifact], config)[str(artifact)]["safecritic/PointNav-v0"]
     assert torch.get_num_threads() == threads
@@ -450,35 +376,33 @@ def test_latency_is_timed_after_the_rollouts_in_the_calling_process(artifact):
     assert summarize_env(ev)["latency_us"]["calls"] == LATENCY_CALLS and len(ev.episodes) == 2
 
 
-def test_certification_report_shows_the_reference_behaviour(artifact, tmp_path, capsys):
-    key = "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior"
+def test_certification_report_shows_the_reference(artifact, tmp_path):
+    key = "deploy.criteria.safecritic/PointNav-v0.return_reference"
     main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
-          "-o", "deploy.workers=1", "-o", "deploy.ablations=false", "-o", f"{key}=cautious",
+          "-o", "data.workers=1", "-o", "deploy.ablations=false", "-o", f"{key}=cautious",
           "--report-dir", str(tmp_path / "report")])
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    ref = report["engines"]["safecritic/PointNav-v0"]["reference_behavior"]
-    assert ref["name"] == "cautious" and ref["episodes"] == 2
-    assert "mean return vs cautious (same episodes)" in {c["criterion"] for c in report["engines"]["safecritic/PointNav-v0"]["checks"]}
-    assert "Reference behaviour `cautious`" in (tmp_path / "report" / "report.md").read_text()
+    engine = report["engines"]["safecritic/PointNav-v0"]
+    ref = engine["reference"]
+    assert ref["name"] == "cautious"
+    assert "mean return vs cautious (same episodes)" in {c["criterion"] for c in engine["checks"]}
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Reference `cautious` on the same episodes" in text and "Return against `cautious`, per episode:" in text
     gap = ref["gap"]  # where the return gap comes from, on the same two episodes
-    assert math.isclose(gap["gap"], report["engines"]["safecritic/PointNav-v0"]["summary"]["mean_return"] - ref["mean_return"])
+    assert math.isclose(gap["gap"], engine["summary"]["mean_return"] - ref["mean_return"])
     assert gap["unfinished"]["episodes"] + gap["both_finished"]["episodes"] + gap["only_controller_finished"]["episodes"] == 2
-    assert "Return against `cautious`, per episode:" in (tmp_path / "report" / "report.md").read_text()
-    bar = next(c for c in report["engines"]["safecritic/PointNav-v0"]["checks"] if c["key"] == "mean_return_of_behavior")
+    bar = next(c for c in engine["checks"] if c["key"] == "return_reference")
     failures = [f for f in report["failed_criteria"] if "mean return vs cautious" in f]
     assert len(failures) == (0 if bar["passed"] else 1)
-    assert all("unfinished episode(s)" in f and "pace of the" in f for f in failures)
-    assert report["safe_action"] == {"constant": [0.0, 0.0], "braking": {"velocity_indices": [2, 3], "gain": 5.0}}
-    assert "safe action: brake, (0, 0) - 5 x observation entries [2, 3]" in (tmp_path / "report" / "report.md").read_text()
-    assert report["ranking"]["goal_approach"] == {"goal_indices": [4, 5], "weight": 100.0, "radius": 0.8}  # the smoke preset's
-    assert ("ranking: Q_R + 1 x log pi_ref, + 100 x progress towards the goal within 0.8 of it (observation entries [4, 5])"
-            in (tmp_path / "report" / "report.md").read_text())
+    assert report["safe_action"] == {"constant": [0.0, 0.0], "module": "PointNavBrake"}
+    assert "safe action: the task's `PointNavBrake`" in text
+    assert "Accident constraint on held-out states" in text  # the constraint's multiplier, reported
 
 
 def test_failing_certification_exits_1_and_releases_nothing(artifact, tmp_path, capsys):
     releases = tmp_path / "releases"
     code = main(["certify", str(artifact), "-o", f"deploy.releases_dir={releases}", "-o", "deploy.episodes=3",
-                 "-o", "deploy.workers=1", "-o", "deploy.criteria.safecritic/PointNav-v0.latency_p99_ms=0.001"])
+                 "-o", "data.workers=1", "-o", "deploy.criteria.safecritic/PointNav-v0.latency_p99_ms=0.001"])
     out = capsys.readouterr().out
     assert code == 1
     assert "FAILED" in out and "p99 latency" in out and "nothing released" in out
@@ -498,11 +422,11 @@ def test_smoke_pipeline_end_to_end(tmp_path, minari_root):
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["passed"] and len(report["engines"]) == 2
     variants = {r["variant"] for r in report["ablations"]}
-    assert {"gated (full)", "gate_off", "accident_only", "ood_only", "ranking_only", "plain_actor", "bc"} <= variants
+    assert {"gated (full)", "gate_off", "accident_only", "ood_only", "unconstrained", "bc", "bc_successful"} <= variants
     released = list((tmp_path / "releases").iterdir())
     assert len(released) == 1 and (released[0] / "controller.pt").is_file()
     assert load(released[0]).act(np.zeros(12, np.float32))[0].shape == (2,)
-    for png in ("returns_costs.png", "accident_rates.png", "trajectories_PointNav-v0.png", "decisions_PointNavBullet-v0.png"):
+    for png in ("returns_costs.png", "accident_rates.png", "paths_PointNav-v0.png", "decisions_PointNavBullet-v0.png"):
         assert (tmp_path / "run" / "report" / png).is_file(), png
 
 
@@ -522,11 +446,11 @@ def test_finished_run_accepts_new_gate_and_deploy_settings_not_training_ones(smo
         check_run_dir(smoke_run, retrained, resume=True, ignore=POST_TRAINING_SECTIONS)
 
 
-def test_unknown_reference_behaviour_is_refused_before_any_work(tmp_path, capsys):
-    """A typo in mean_return_of_behavior stops `safecritic run` before collecting or training."""
+def test_unknown_reference_is_refused_before_any_work(tmp_path, capsys):
+    """A typo in return_reference stops `safecritic run` before collecting or training."""
     code = main(["run", "-c", str(SMOKE), "--run-dir", str(tmp_path / "r"),
-                 "-o", "deploy.criteria.safecritic/PointNav-v0.mean_return_of_behavior=cautous"])
+                 "-o", "deploy.criteria.safecritic/PointNav-v0.return_reference=cautous"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "no behaviour 'cautous'" in err and "known: reckless, cautious" in err
+    assert "'cautous' is neither a controller variant" in err and "reckless, cautious" in err
     assert not (tmp_path / "r").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from safecritic.envs.features import NoFeatures, PointNavFeatures, featurizer_for
+from safecritic.envs.pointnav.interface import PointNavFeatures
 from safecritic.envs.pointnav.task import PointNavParams
 
 # Agent at the origin moving +x at 0.5 m/s, goal 3 m ahead on +x; hazards at (1, 0.2),
@@ -16,7 +16,7 @@ REACH = PointNavParams().hazard_radius + PointNavParams().agent_radius
 
 def test_clearance_approach_and_goal_distance():
     out = PointNavFeatures()(OBS)
-    assert out.shape == (1, PointNavFeatures().out_dim(12)) == (1, 19)
+    assert out.shape == (1, 19)
     assert torch.equal(out[:, :12], OBS)  # the observation itself comes first, unchanged
     dist = torch.tensor([1.04**0.5, 1.25**0.5, 2.0])
     assert torch.allclose(out[0, 12:15], dist - REACH)
@@ -33,6 +33,16 @@ def test_features_script_and_stay_finite_with_the_goal_or_a_hazard_on_the_agent(
     assert torch.allclose(scripted(OBS), PointNavFeatures()(OBS))
 
 
-def test_featurizer_for_the_task_and_its_switches():
-    assert isinstance(featurizer_for("safecritic/PointNav-v0"), PointNavFeatures)
-    assert isinstance(featurizer_for("safecritic/PointNav-v0", enabled=False), NoFeatures)
+def test_the_task_interface_gives_pointnav_its_features_and_a_users_task_none():
+    from safecritic.controller.model import Identity, ModelSpec, SafeCriticModel
+    from safecritic.configs import load_config
+    from safecritic.envs.registry import task_for
+
+    assert task_for("safecritic/PointNavBullet-v0").features is PointNavFeatures
+    assert task_for("SomeUser/Task-v0").features is None and task_for("SomeUser/Task-v0").safe_action is None
+    config = load_config(None)
+    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
+    assert isinstance(model.features, PointNavFeatures) and model.obs_norm.mean.numel() == 19
+    foreign = config.model_copy(update={"env": config.env.model_copy(update={"id": "SomeUser/Task-v0"})})
+    model = SafeCriticModel(foreign, ModelSpec(5, 1, 1.0, (-1.0,), (1.0,)))
+    assert isinstance(model.features, Identity) and model.obs_norm.mean.numel() == 5

@@ -1,0 +1,155 @@
+"""The state-wise accident constraint, three ways, side by side on the same data.
+
+    python bench/constraints.py --seeds 0 --episodes 200 --out runs/bench/constraints.json
+
+The shipped actor (controller/constraint.py) is feasibility-guided (FISOR): inside the
+feasible set the weights are a softmax of return over the admissible candidates only,
+outside it a softmax of -risk. This script trains, on the same dataset, seeds and update
+schedule, the two alternatives the issue asked for, built here as modules for evaluation
+(not switches in the shipped controller):
+
+- `fac`: a state-dependent multiplier lambda(s) (Feasible Actor-Critic, Ma et al. 2021), a
+  small network ascending on the actor's own violation Q_C(s, pi(s)) - epsilon state by
+  state; the weights are a softmax of beta (Q_R / sigma_R - lambda(s) Q_C / sigma_C);
+- `penalty`: a fixed per-state penalty on the positive part, softmax of beta (Q_R / sigma_R
+  - kappa relu(Q_C - epsilon) / sigma_C);
+- and `none`: the same fit by return alone (the shipped run's `unconstrained` twin).
+
+Each trained actor is rolled out alone (its mode, no gate) and behind the gate, on the
+certification's episodes, in every engine of the config; the table gives success, accidents,
+return, mean length and the gate's share of the policy's own proposals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
+
+from safecritic.configs import load_config  # noqa: E402
+from safecritic.controller.constraint import NEG_INF, StateWiseConstraint, Weights, spread  # noqa: E402
+from safecritic.controller.evaluation import rollout_policy  # noqa: E402
+from safecritic.controller.gate import CODE_POLICY, GatedController, PolicyController  # noqa: E402
+from safecritic.controller.training import Trainer  # noqa: E402
+from safecritic.controller.update import Update  # noqa: E402
+from safecritic.critics.networks import MLP  # noqa: E402
+from safecritic.critics.q_ensemble import POLICY_RISK  # noqa: E402
+from safecritic.envs.dataset import load_offline_data  # noqa: E402
+from safecritic.envs.rollout import summarize  # noqa: E402
+
+KAPPA = 10.0  # the penalty's weight, in units of sigma_C per unit of sigma_R
+LAMBDA_MAX = 100.0  # FAC's cap on lambda(s), the same units
+
+
+class PenaltyUpdate(Update):
+    """Weights exp(beta (Q_R / sigma_R - kappa relu(Q_C - epsilon) / sigma_C)) over the in-support candidates."""
+
+    def constraint_at(self, batch, policy):
+        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
+        logits = self.constraint.beta * (q_r / spread(q_r) - KAPPA * F.relu(q_c - self.constraint.epsilon) / spread(q_c))
+        weights = torch.softmax(torch.where(support, logits, NEG_INF), dim=0)
+        return cands, q_r, q_c, Weights(weights, w.feasible, w.admissible), support
+
+
+class FACUpdate(Update):
+    """Weights exp(beta (Q_R / sigma_R - lambda(s) Q_C / sigma_C)); lambda(s) = max sigmoid(g(s)) with g
+    ascending on Q_C(s, mode pi(s)) - epsilon (on the logit, so a saturated multiplier can come down)."""
+
+    def __init__(self, model, config, optimizers, generator) -> None:
+        super().__init__(model, config, optimizers, generator)
+        self.multiplier = MLP(model.obs_norm.mean.numel(), [64, 64], 1)
+        self.opt_multiplier = torch.optim.Adam(self.multiplier.parameters(), lr=config.policy.lr)
+
+    def constraint_at(self, batch, policy):
+        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
+        with torch.no_grad():
+            lam = LAMBDA_MAX * torch.sigmoid(self.multiplier(batch.obs).squeeze(-1))
+        logits = self.constraint.beta * (q_r / spread(q_r) - lam * q_c / spread(q_c))
+        weights = torch.softmax(torch.where(support, logits, NEG_INF), dim=0)
+        return cands, q_r, q_c, Weights(weights, w.feasible, w.admissible), support
+
+    def multipliers(self, q_r, q_c, w, in_support):
+        return {}
+
+    def __call__(self, batch):
+        out = super().__call__(batch)
+        with torch.no_grad():
+            _, logits = self.model.critic(batch.obs, self.model.actor.mode(batch.obs))
+            q_mode = self.model.critic.cost_value(logits[..., POLICY_RISK].max(dim=0).values)
+        logit = self.multiplier(batch.obs).squeeze(-1)
+        loss = -(logit * (q_mode - self.constraint.epsilon)).mean()  # ascent on the violation
+        self.opt_multiplier.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_multiplier.step()
+        with torch.no_grad():
+            lam = LAMBDA_MAX * torch.sigmoid(logit)
+        out.update(multiplier_mean=lam.mean(), multiplier_positive=(lam > 0.01 * LAMBDA_MAX).float().mean())
+        return out
+
+
+class NoConstraintUpdate(Update):
+    """The fit by return alone, as the actor (not only its twin)."""
+
+    def constraint_at(self, batch, policy):
+        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
+        return cands, q_r, q_c, Weights(StateWiseConstraint.unconstrained(self.constraint, q_r, support),
+                                        w.feasible, w.admissible), support
+
+
+VARIANTS = {"fisor": Update, "fac": FACUpdate, "penalty": PenaltyUpdate, "none": NoConstraintUpdate}
+
+
+def evaluate(trainer: Trainer, episodes: int, seed: int) -> dict[str, dict]:
+    model, config = trainer.model.eval(), trainer.config
+    out = {}
+    for env_id in config.env.eval_ids:
+        for name, ctrl in (("alone", PolicyController(model, config.gate, "actor")), ("gated", GatedController(model, config.gate))):
+            records: list = []
+
+            def wrapped(obs, ctrl=ctrl, records=records):
+                action, record = ctrl(obs)
+                records.append(record[:, 0])
+                return action, record
+
+            eps = rollout_policy(wrapped, env_id, episodes, seed)
+            codes = torch.cat(records)
+            out[f"{env_id}|{name}"] = {**summarize(eps), "policy_share": float((codes == CODE_POLICY).float().mean())}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--eval-seed", type=int, default=1000)
+    parser.add_argument("-c", "--config", type=Path, default=None, help="config (default: the PointNav preset)")
+    parser.add_argument("-o", "--override", action="append", default=[])
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench/constraints"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/constraints.json"))
+    args = parser.parse_args()
+    rows = []
+    for seed in args.seeds:
+        for variant in args.variants:
+            config = load_config(args.config, [*args.override, f"run.seed={seed}"])
+            trainer = Trainer(config, load_offline_data(config.data), args.runs / f"{variant}_s{seed}",
+                              update_class=VARIANTS[variant])
+            trainer.run()
+            for key, s in evaluate(trainer, args.episodes, args.eval_seed).items():
+                env_id, mode = key.split("|")
+                rows.append({"variant": variant, "seed": seed, "env": env_id.split("/")[-1], "controller": mode, **s})
+                print(rows[-1], flush=True)
+    write_json(args.out, {"machine": machine(), "episodes": args.episodes, "eval_seed": args.eval_seed, "rows": rows})
+    cols = ["variant", "seed", "env", "controller", "success_rate", "accident_rate", "mean_return", "mean_length",
+            "policy_share"]
+    print(markdown_table(cols, [[f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""The training updates, as named steps read top to bottom (like d3rlpy's `inner_update`).
+
+Pretraining fits the priors and the OOD detector (`pretrain_update`); then every update
+(`Update.__call__`) runs:
+
+1. `policy_at`: one actor pass over s and s' (its samples feed the critics' terms);
+2. `targets`: the Bellman targets at s' (Q_R, Q_C under the policy, Q_C of recovery);
+3. `critic_step`: the task critic (CQL) and the accident critics (CSC) on one batched pass
+   of the shared trunks, one backward;
+4. `actor_step`: the actor's weighted fit to in-support candidate actions under the
+   state-wise accident constraint (controller/constraint.py), and its unconstrained twin
+   (the ablation that shows what the constraint earns);
+5. `multipliers`: each state's Lagrange multiplier of that constraint, logged;
+6. `polyak`: the target networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from safecritic.configs.schema import Config
+from safecritic.controller.constraint import StateWiseConstraint, Weights, summarize_multipliers
+from safecritic.controller.model import SafeCriticModel
+from safecritic.controller.policies import MixtureParams, MixturePolicy, log_density, mode_index, pick
+from safecritic.critics.cpu import autocast, use_bf16
+from safecritic.critics.cql import bellman_loss, cql_gap, sample_actions, task_target
+from safecritic.critics.csc import accident_bellman_loss, accident_target, push_up_gap
+from safecritic.critics.ood import DetectorLossConfig, detector_loss
+from safecritic.critics.q_ensemble import POLICY_RISK, RECOVERY_RISK
+
+ACTOR_SAMPLES = 2  # the actor's own samples among its fit's candidates (its room to improve on the data)
+
+
+@dataclass
+class Batch:
+    """Normalised observations, unit-box actions, rewards, costs, terminal flags, and the frozen
+    priors' parameters at these states (read from TrainTensors' cache)."""
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    cost: torch.Tensor
+    next_obs: torch.Tensor
+    terminal: torch.Tensor
+    raw_obs: torch.Tensor | None = None  # the env's observations (the task's safe action reads them)
+    raw_next_obs: torch.Tensor | None = None
+    prior: MixtureParams | None = None  # pi_beta at obs
+    prior_next: MixtureParams | None = None  # pi_beta at next_obs
+    reference: MixtureParams | None = None  # pi_ref at obs
+
+
+class TrainTensors:
+    """The training split, normalised once, with seeded batch sampling.
+
+    `rare` holds the indices of the transitions that lead up to a cost; critic batches
+    draw a fixed fraction from them (critics.accident.oversample)."""
+
+    def __init__(self, model: SafeCriticModel, obs, act, rew, cost, next_obs, terminal,
+                 rare: torch.Tensor | None = None) -> None:
+        with torch.no_grad():
+            self.obs = model.normalize_obs(obs)
+            self.next_obs = model.normalize_obs(next_obs)
+            self.act = model.to_unit_action(act)
+        self.rew, self.cost, self.terminal = rew, cost, terminal
+        self.raw_obs, self.raw_next_obs = obs, next_obs
+        self.rare = rare if rare is not None else torch.zeros(0, dtype=torch.long)
+        self.prior_obs = self.prior_next_obs = self.reference_obs = None
+
+    def cache_priors(self, model: SafeCriticModel, chunk: int = 4096) -> None:
+        """The frozen priors' parameters at every state, once: they are fixed after pretraining,
+        and every update needs pi_beta at s and s' and pi_ref at s."""
+        def params(of: MixturePolicy, x: torch.Tensor) -> MixtureParams:
+            parts = [of.params(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+            return MixtureParams(*(torch.cat(p) for p in zip(*parts)))
+
+        with torch.no_grad():
+            self.prior_obs, self.prior_next_obs = params(model.prior, self.obs), params(model.prior, self.next_obs)
+            self.reference_obs = params(model.reference, self.obs)
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def draw(self, n: int, generator: torch.Generator, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """n uniform row indices (from `rows` only, when given)."""
+        if rows is None:
+            return torch.randint(0, len(self), (n,), generator=generator)
+        return rows[torch.randint(0, len(rows), (n,), generator=generator)]
+
+    def sample(self, batch_size: int, generator: torch.Generator, rare_fraction: float = 0.0,
+               rows: torch.Tensor | None = None) -> Batch:
+        """A uniform batch (from `rows` only, when given), `rare_fraction` of it from the approaches to costs."""
+        n_rare = int(round(rare_fraction * batch_size)) if len(self.rare) else 0
+        idx = self.draw(batch_size - n_rare, generator, rows)
+        if n_rare:
+            idx = torch.cat([idx, self.rare[torch.randint(0, len(self.rare), (n_rare,), generator=generator)]])
+        cached = [None if p is None else p.select(idx) for p in (self.prior_obs, self.prior_next_obs, self.reference_obs)]
+        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx],
+                     self.terminal[idx], self.raw_obs[idx], self.raw_next_obs[idx], *cached)
+
+
+def pretrain_update(model: SafeCriticModel, prior_batch: Batch | None, reference_batch: Batch | None,
+                    detector_batch: Batch | None, optimizers: dict[str, torch.optim.Optimizer],
+                    generator: torch.Generator, bf16: bool) -> dict[str, torch.Tensor]:
+    """One pretraining step: pi_beta on all the data, pi_ref on the successful episodes (maximum
+    likelihood), the contrastive detector (its 33 candidate actions per state make it matmul
+    bound, so it follows run.precision)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, policy, batch in (("prior", model.prior, prior_batch), ("reference", model.reference, reference_batch)):
+        if batch is not None:
+            nll = -policy.log_prob(batch.obs, batch.act).mean()
+            _step(optimizers[name], nll)
+            out[f"{name}_nll"] = nll.detach()
+    if detector_batch is not None:
+        with autocast(bf16):
+            loss, metrics = detector_loss(model.detector, detector_batch.obs, detector_batch.act, DetectorLossConfig(),
+                                          generator)
+        _step(optimizers["detector"], loss)
+        out.update(ood_loss=loss.detach(), **metrics)
+    return out
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+class PolicyAt(NamedTuple):
+    """The actor at the batch's states and next states (no gradient)."""
+
+    s: MixtureParams
+    next: MixtureParams
+    mode_next: torch.Tensor  # [B, A]: the action the actor would take at s'
+
+
+class Targets(NamedTuple):
+    task: torch.Tensor  # [B]
+    policy_risk: torch.Tensor | None  # [B]
+    recovery_risk: torch.Tensor | None  # [B]
+
+
+class Update:
+    """One critic-phase update of a model; `bench/` times exactly this call."""
+
+    def __init__(self, model: SafeCriticModel, config: Config, optimizers: dict[str, torch.optim.Optimizer],
+                 generator: torch.Generator) -> None:
+        self.model, self.config, self.opt, self.g = model, config, optimizers, generator
+        self.bf16 = use_bf16(config.run.precision)
+        self.constraint = StateWiseConstraint(config.policy.cost_limit, config.policy.temperature)
+        for frozen in (model.prior, model.reference, model.detector):
+            frozen.requires_grad_(False)
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        policy = self.policy_at(batch)
+        targets = self.targets(batch, policy)
+        out = self.critic_step(batch, policy, targets)
+        values, metrics = self.actor_step(batch, policy)
+        out.update(metrics)
+        out.update(self.multipliers(*values))
+        polyak(self.model, self.config.critics.tau)
+        return out
+
+    # 1. -------------------------------------------------------------------------------
+    def policy_at(self, batch: Batch) -> PolicyAt:
+        """One actor pass over s and s'."""
+        b = batch.obs.shape[0]
+        with torch.no_grad(), autocast(self.bf16):
+            both = self.model.actor.params(torch.cat([batch.obs, batch.next_obs]))
+        s, nxt = both.select(slice(0, b)), both.select(slice(b, None))
+        return PolicyAt(s, nxt, pick(nxt.mean, mode_index(*nxt)))
+
+    # 2. -------------------------------------------------------------------------------
+    def targets(self, batch: Batch, policy: PolicyAt) -> Targets:
+        """Q_R: r + gamma min_e Q_R'(s', a'), a' ~ pi(s'). Q_C under the policy: c + gamma_c max_e
+        Q_C'(s', mode pi(s')), the risk of following the actor (CSC). Q_C of recovery: the same
+        through the safest of a few deterministic candidates at s' (the actor's components, the
+        prior's modes, the safe actions): the risk if the controller then acts as safely as it can."""
+        m, c = self.model, self.config.critics
+        with torch.no_grad(), autocast(self.bf16):
+            sample_next, _ = MixturePolicy.sample(policy.next, 1, self.g)
+            recovery = [policy.next.mean.transpose(0, 1), batch.prior_next.mean.transpose(0, 1),
+                        m.safe_units(batch.raw_next_obs).unsqueeze(0)]
+            next_actions = torch.cat([sample_next, policy.mode_next.unsqueeze(0), *recovery])  # [2 + K', B, A]
+            q_next, cost_next = m.critic_target(batch.next_obs, next_actions)  # [E, 2 + K', B](, H)
+        task = task_target(batch.rew, batch.terminal, q_next[:, 0], c.gamma)
+        if cost_next is None:
+            return Targets(task, None, None)
+        risk = m.critic.cost_value(cost_next)
+        q_max = m.critic.cost_q_max
+        policy_risk = accident_target(batch.cost, batch.terminal, risk[:, 1, :, POLICY_RISK], c.accident.gamma, q_max)
+        recovery_risk = accident_target(batch.cost, batch.terminal, risk[:, 1:, :, RECOVERY_RISK], c.accident.gamma, q_max)
+        return Targets(task, policy_risk, recovery_risk)
+
+    # 3. -------------------------------------------------------------------------------
+    def critic_step(self, batch: Batch, policy: PolicyAt, targets: Targets) -> dict[str, torch.Tensor]:
+        """CQL(H) for Q_R and CSC for both Q_C heads: every member on the data action and the
+        3N sampled actions in one batched pass, one backward."""
+        m, c = self.model, self.config.critics
+        n, (b, a_dim) = c.sampled_actions, batch.act.shape
+        with torch.no_grad(), autocast(self.bf16):
+            sampled = sample_actions(MixturePolicy.sample(policy.s, n, self.g), MixturePolicy.sample(policy.next, n, self.g),
+                                     n, b, a_dim, self.g)
+        actions = torch.cat([batch.act.unsqueeze(0), sampled.actions], dim=0)  # [1 + 3N, B, A]
+        with autocast(self.bf16):
+            q_task, cost_logits = m.critic(batch.obs, actions)
+        loss_task, out = task_critic_loss(q_task, targets.task, sampled, c.alpha)
+        loss = loss_task
+        if cost_logits is not None:
+            loss_cost, metrics = accident_critic_loss(m, cost_logits, targets, sampled, c.accident.alpha)
+            loss = loss + loss_cost
+            out.update(metrics)
+        _step(self.opt["critic"], loss)
+        out["critic_loss"] = loss.detach()
+        return out
+
+    # 4. -------------------------------------------------------------------------------
+    def candidates(self, batch: Batch, policy: PolicyAt) -> torch.Tensor:
+        """In-support actions at s for the actor's fit [C, B, A]: the data's action, pi_beta's and
+        pi_ref's component means, the actor's own samples, the safe actions."""
+        m = self.model
+        with torch.no_grad(), autocast(self.bf16):
+            own, _ = MixturePolicy.sample(policy.s, ACTOR_SAMPLES, self.g)
+        return torch.cat([batch.act.unsqueeze(0), batch.prior.mean.transpose(0, 1), batch.reference.mean.transpose(0, 1),
+                          own, m.safe_units(batch.raw_obs).unsqueeze(0), m.safe_action_unit.expand(1, *batch.act.shape)])
+
+    def constraint_at(self, batch: Batch, policy: PolicyAt) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Weights, torch.Tensor]:
+        """The candidates, their Q_R, Q_C (under the policy) and support, and the constraint's weights."""
+        m = self.model
+        cands = self.candidates(batch, policy)
+        with torch.no_grad(), autocast(self.bf16):
+            q_task, cost_logits = m.critic(batch.obs, cands)
+            in_support = m.ood_score(batch.obs, cands) <= m.ood_tau
+        in_support[0] = True  # the data's own action is in the data
+        q_r = q_task.float().min(dim=0).values  # [C, B]
+        q_c = m.critic.cost_value(cost_logits.float()[..., POLICY_RISK].max(dim=0).values)
+        return cands, q_r, q_c, self.constraint.weights(q_r, q_c, in_support), in_support
+
+    def actor_step(self, batch: Batch, policy: PolicyAt) -> tuple[tuple, dict[str, torch.Tensor]]:
+        """Fit the actor to the candidates, weighted per state by the state-wise constraint:
+        inside the feasible set the best admissible returns, outside it the least risk. The twin
+        fits the same candidates by return alone. Returns the candidates' values (for
+        `multipliers`) and the metrics."""
+        m = self.model
+        cands, q_r, q_c, w, in_support = self.constraint_at(batch, policy)
+        loss = -(w.weights * m.actor.log_prob(batch.obs, cands)).sum(0).mean()
+        twin = self.constraint.unconstrained(q_r, in_support)
+        loss_twin = -(twin * m.unconstrained.log_prob(batch.obs, cands)).sum(0).mean()
+        _step(self.opt["actor"], loss + loss_twin)  # disjoint parameters: one backward, each its own gradient
+        return (q_r, q_c, w, in_support), {"actor_loss": loss.detach(), "unconstrained_loss": loss_twin.detach(),
+                                           "feasible": w.feasible.float().mean(),
+                                           "in_support": in_support.float().mean()}
+
+    # 5. -------------------------------------------------------------------------------
+    def multipliers(self, q_r: torch.Tensor, q_c: torch.Tensor, w: Weights, in_support: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each state's Lagrange multiplier of the constraint (0 where it does not bind), summarised."""
+        return summarize_multipliers(self.constraint.multipliers(q_r, q_c, w, in_support))
+
+
+def task_critic_loss(q_task: torch.Tensor, target: torch.Tensor, sampled, alpha: float) -> tuple[torch.Tensor, dict]:
+    """CQL(H): Bellman error on the data action + alpha (logsumexp over sampled actions - Q on data)."""
+    q_data = q_task[:, 0]
+    gap = cql_gap(q_data, q_task[:, 1:], sampled.log_density)
+    bellman = bellman_loss(q_data, target)
+    return bellman + alpha * gap.sum(), {"q_task_loss": bellman.detach(), "cql_gap": gap.mean().detach(),
+                                         "q_task_data": q_data.mean().detach(), "q_task_target": target.mean()}
+
+
+def accident_critic_loss(model: SafeCriticModel, cost_logits: torch.Tensor, targets: Targets, sampled,
+                         alpha: float) -> tuple[torch.Tensor, dict]:
+    """CSC for each Q_C head: cross-entropy to its target on the data action + alpha (E_D[Q_C] -
+    E_mu[Q_C]), mu the uniform and policy samples: Q_C is pushed *up* off the data."""
+    critic = model.critic
+    off = slice(1 + sampled.off_data.start, 1 + sampled.off_data.stop)
+    q_cost = critic.cost_value(cost_logits)
+    loss, out = torch.zeros(()), {}
+    for head, name, target in ((POLICY_RISK, "policy_risk", targets.policy_risk),
+                               (RECOVERY_RISK, "recovery_risk", targets.recovery_risk)):
+        bellman = accident_bellman_loss(cost_logits[:, 0, :, head], target, critic.cost_q_max)
+        push = push_up_gap(q_cost[:, 0, :, head], q_cost[:, off, :, head])
+        loss = loss + bellman + alpha * push.sum()
+        out.update({f"{name}_loss": bellman.detach(), f"{name}_gap": push.mean().detach(),
+                    f"{name}_data": q_cost[:, 0, :, head].mean().detach()})
+    return loss, out
+
+
+def polyak(model: SafeCriticModel, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(model.critic_target.parameters()), list(model.critic.parameters()), tau)
