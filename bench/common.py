@@ -50,6 +50,20 @@ def matmul_peak(threads: int, seconds: float = 3.0, n: int = 2048, dtype: "torch
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
+def scripted_policy(path: Path):
+    """A saved TorchScript policy (d3rlpy's save_policy: observations [B, D] -> actions [B, A]; bench/plain_cql.py's:
+    -> (actions, record)) with the controller interface of controller/evaluation.rollout_policy: (actions, record)."""
+    import torch
+
+    module = torch.jit.load(str(path))
+
+    def controller(obs: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        out = module(obs)
+        return out if isinstance(out, tuple) else (out, obs.new_zeros(obs.shape[0], 0))
+
+    return controller
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write (temp file + rename), like every artifact of a run."""
     from safecritic.configs.fileio import atomic_write_text

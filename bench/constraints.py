@@ -40,8 +40,8 @@ from safecritic.controller.training import Trainer  # noqa: E402
 from safecritic.controller.update import Update  # noqa: E402
 from safecritic.critics.networks import MLP  # noqa: E402
 from safecritic.critics.q_ensemble import POLICY_RISK  # noqa: E402
-from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
+from safecritic.pipeline import check, load_data  # noqa: E402
 
 KAPPA = 10.0  # the penalty's weight, in units of sigma_C per unit of sigma_R
 LAMBDA_MAX = 100.0  # FAC's cap on lambda(s), the same units
@@ -128,24 +128,27 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--eval-seed", type=int, default=1000)
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="base seed of the evaluation episodes (default: the config's deploy.seed, the certification's)")
     parser.add_argument("-c", "--config", type=Path, default=None, help="config (default: the PointNav preset)")
     parser.add_argument("-o", "--override", action="append", default=[])
     parser.add_argument("--runs", type=Path, default=Path("runs/bench/constraints"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/constraints.json"))
     args = parser.parse_args()
+    base = check(load_config(args.config, args.override))  # env ids, imports and names checked before any training
+    data = load_data(base, args.config)  # the same data for every seed (run.seed does not touch it)
+    eval_seed = base.deploy.seed if args.eval_seed is None else args.eval_seed
     rows = []
     for seed in args.seeds:
         for variant in args.variants:
             config = load_config(args.config, [*args.override, f"run.seed={seed}"])
-            trainer = Trainer(config, load_offline_data(config.data), args.runs / f"{variant}_s{seed}",
-                              update_class=VARIANTS[variant])
+            trainer = Trainer(config, data, args.runs / f"{variant}_s{seed}", update_class=VARIANTS[variant])
             trainer.run()
-            for key, s in evaluate(trainer, args.episodes, args.eval_seed).items():
+            for key, s in evaluate(trainer, args.episodes, eval_seed).items():
                 env_id, mode = key.split("|")
                 rows.append({"variant": variant, "seed": seed, "env": env_id.split("/")[-1], "controller": mode, **s})
                 print(rows[-1], flush=True)
-    write_json(args.out, {"machine": machine(), "episodes": args.episodes, "eval_seed": args.eval_seed, "rows": rows})
+    write_json(args.out, {"machine": machine(), "episodes": args.episodes, "eval_seed": eval_seed, "rows": rows})
     cols = ["variant", "seed", "env", "controller", "success_rate", "accident_rate", "mean_return", "mean_length",
             "policy_share"]
     print(markdown_table(cols, [[f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]))

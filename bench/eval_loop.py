@@ -1,5 +1,6 @@
 """Evaluation-loop speed: env steps/s with the exported controller in the loop versus the
-simulator's raw step rate (random actions, same wrappers), in each engine.
+simulator's raw step rate (random actions, same wrappers), in each engine the artifact was
+trained for (its config's env.eval_ids).
 
     python bench/eval_loop.py runs/pointnav/artifact --steps 20000 --out runs/bench/eval_loop.json
 
@@ -29,8 +30,8 @@ from common import machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.deploy.runtime import load  # noqa: E402
 from safecritic.envs.faults import make_env  # noqa: E402
+from safecritic.envs.registry import import_modules  # noqa: E402
 
-ENGINES = ["safecritic/PointNav-v0", "safecritic/PointNavBullet-v0"]
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -70,7 +71,9 @@ class LockstepLoop:
 
 
 def measure(env_id: str, n_envs: int, steps: int, rounds: int, controller) -> dict:
-    raw = LockstepLoop(env_id, n_envs, lambda o, rng: rng.uniform(-1, 1, size=(len(o), 2)).astype(np.float32))
+    box = controller.manifest["action_space"]
+    low, high = np.asarray(box["low"], dtype=np.float32), np.asarray(box["high"], dtype=np.float32)
+    raw = LockstepLoop(env_id, n_envs, lambda o, rng: rng.uniform(low, high, size=(len(o), len(low))).astype(np.float32))
     looped = LockstepLoop(env_id, n_envs, lambda o, rng: controller.act(o)[0])
     single = LockstepLoop(env_id, 1, lambda o, rng: controller.act(o)[0])
     for loop in (raw, looped, single):  # warm-up (first calls allocate), not timed
@@ -107,7 +110,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     controller = load(args.artifact_dir, threads=1)
-    rows = [measure(env_id, args.envs, args.steps, args.rounds, controller) for env_id in ENGINES]
+    env_config = controller.manifest["config"]["env"]
+    import_modules(env_config.get("imports", []))  # a task of the user's registers its envs
+    rows = [measure(env_id, args.envs, args.steps, args.rounds, controller) for env_id in env_config["eval_ids"]]
     table = markdown_table(
         ["engine", "raw steps/s", f"with controller ({args.envs} envs)", "ratio", "with controller (1 env)", "ratio",
          "µs/step: raw", "µs/step in loop: controller + the rest", "controller alone µs/step"],

@@ -4,8 +4,8 @@ contribute when the world is not the one the data came from.
     python bench/faults.py runs/pointnav --episodes 200 --out runs/bench/faults.json
 
 The certification report's ablation table is measured on nominal episodes only. This script
-rolls out the same exported files (the gated controller and its `accident_only`,
-`ood_only`, `ranking_only` and `gate_off` ablations, all written by `safecritic run` into
+rolls out the same exported files (the gated controller and its `accident_only`, `ood_only`
+and `gate_off` ablations, the last the actor alone, all written by `safecritic run` into
 RUN_DIR) under each fault of `--fault` (env.faults keys; envs/faults.py), in every engine of
 the run's config, on the certification's episode seeds. Per cell: success, accidents,
 return, and how often the OOD score flagged the policy's proposal, the accident critic
@@ -29,7 +29,7 @@ from safecritic.controller.gate import CODE_FALLBACK  # noqa: E402
 from safecritic.pipeline import read_manifest  # noqa: E402
 
 CONTROLLERS = {"gated (full)": "artifact", "accident_only": "ablations/accident_only",
-               "ood_only": "ablations/ood_only", "ranking_only": "ablations/ranking_only", "gate_off": "ablations/gate_off"}
+               "ood_only": "ablations/ood_only", "gate_off": "ablations/gate_off"}
 # Mild to severe, one mechanism each: sensing (noise, delay, dropout), actuation, dynamics.
 DEFAULT_FAULTS = ["none", "obs_noise_std=0.05", "obs_noise_std=0.15", "obs_delay_steps=2", "sensor_dropout=0.3",
                   "action_scale=0.5", "mass_scale=3", "damping_scale=0.3"]

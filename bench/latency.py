@@ -1,5 +1,6 @@
-"""Controller latency, batch 1: the exported gated controller, the bare actor exported alone
-(the floor), and d3rlpy's save_policy TorchScript when bench/vs_d3rlpy.py has made one.
+"""Controller latency, batch 1: the exported gated controller, the actor alone (the `gate_off`
+ablation, a PolicyController: the floor), and d3rlpy's save_policy TorchScript when
+bench/vs_d3rlpy.py has made one.
 
     python bench/latency.py runs/pointnav --calls 5000 --out runs/bench/latency.json
 
@@ -29,6 +30,8 @@ from safecritic.deploy.runtime import load  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.pipeline import export  # noqa: E402
 
+FLOOR = "actor alone, gate_off (floor)"
+
 
 def interleaved_percentiles(fns: dict, inputs: list, calls: int, block: int = 100, warm: int = 10) -> dict[str, dict]:
     """p50/p99 per function, timed in alternating blocks: `block` calls of one function,
@@ -56,7 +59,7 @@ def interleaved_percentiles(fns: dict, inputs: list, calls: int, block: int = 10
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="a trained run (its artifact is exported if missing)")
+    parser.add_argument("run_dir", type=Path, help="a trained run (its artifact and ablations/gate_off are exported if missing)")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--d3rlpy-policy", type=Path, default=Path("runs/bench/vs_d3rlpy/d3rlpy_policy.pt"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
@@ -64,10 +67,10 @@ def main() -> None:
     torch.set_num_threads(1)
     config, _, _ = load_trained(args.run_dir)
     obs = load_offline_data(config.data).test.obs[:1000].numpy()
-    artifacts = {"gated controller": args.run_dir / "artifact", "bare actor (floor)": args.run_dir / "ablations" / "bare_actor"}
-    if not (artifacts["gated controller"] / "controller.pt").is_file():
-        export(args.run_dir, artifacts["gated controller"])
-    export(args.run_dir, artifacts["bare actor (floor)"], "bare_actor")
+    artifacts = {"gated controller": args.run_dir / "artifact", FLOOR: args.run_dir / "ablations" / "gate_off"}
+    for (name, folder), variant in zip(artifacts.items(), ("gated", "gate_off")):
+        if not (folder / "controller.pt").is_file():  # `safecritic run` writes both
+            export(args.run_dir, folder, variant)
     controllers = {name: load(folder, threads=1) for name, folder in artifacts.items()}
     modules = {name: c.module for name, c in controllers.items()}
     if args.d3rlpy_policy.is_file():
@@ -77,7 +80,7 @@ def main() -> None:
     tensors = [torch.from_numpy(o).unsqueeze(0) for o in obs]
     module = interleaved_percentiles(modules, tensors, args.calls)
     rows = {name: {"runtime": runtime.get(name), "module": module[name]} for name in modules}
-    floor = rows["bare actor (floor)"]["runtime"]["p99_us"]
+    floor = rows[FLOOR]["runtime"]["p99_us"]
     gated = rows["gated controller"]["runtime"]["p99_us"]
     table = markdown_table(
         ["controller (batch 1, 1 thread)", "runtime p50 µs", "runtime p99 µs", "module p50 µs", "module p99 µs"],
@@ -86,7 +89,7 @@ def main() -> None:
     )
     write_json(args.out, {"machine": machine(), "rows": rows, "gated_over_floor_p99": gated / floor})
     print(table)
-    print(f"gated p99 = {gated:.0f} µs = {gated / floor:.2f}x the bare actor's p99")
+    print(f"gated p99 = {gated:.0f} µs = {gated / floor:.2f}x the actor alone's p99 (gate_off)")
 
 
 if __name__ == "__main__":

@@ -7,24 +7,26 @@ from typing import Callable
 from torch.utils.flop_counter import FlopCounterMode
 
 from safecritic.controller.training import Trainer
-from safecritic.controller.updates import detector_loss_config, detector_step
+from safecritic.controller.update import pretrain_update
 from safecritic.critics.cpu import use_bf16
 
 
-def make_step(trainer: Trainer, with_detector: bool = False) -> Callable[[], None]:
-    """The critic-phase update exactly as Trainer runs it (+ optionally one detector step,
-    which in a run trains in its own phase before the critics)."""
-    cfg, m, o, g = trainer.config, trainer.model, trainer.optimizers, trainer.generator
+def make_step(trainer: Trainer, with_detector: bool = False) -> Callable[[], object]:
+    """The critic-phase update exactly as Trainer runs it (`trainer.update_step()`: a batch, then
+    controller/update.py's Update), + optionally one OOD-detector step, which in a run trains in
+    the pretraining phase before the critics. Anything with an `update_step()` will do without
+    the detector (bench/plain_cql.py's PlainCQL)."""
     update = trainer.update_step()
-    det_cfg = detector_loss_config(cfg)
+    if not with_detector:
+        return update
+    cfg, m, g = trainer.config, trainer.model, trainer.generator
+    bf16 = use_bf16(cfg.run.precision)
 
     def step() -> None:
         update()
-        if with_detector:
-            m.detector.requires_grad_(True)
-            detector_step(m, trainer.tensors.sample(cfg.critics.ood.batch_size, g), o["detector"], det_cfg, g,
-                          use_bf16(cfg.run.precision))
-            m.detector.requires_grad_(False)
+        m.detector.requires_grad_(True)  # the Update froze it, as training does after pretraining
+        pretrain_update(m, None, None, trainer.tensors.sample(cfg.critics.batch_size, g), trainer.optimizers, g, bf16)
+        m.detector.requires_grad_(False)
 
     return step
 

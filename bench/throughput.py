@@ -1,12 +1,15 @@
 """Training throughput: updates/s of plain CQL and of the full safecritic update, and the
-achieved FLOP rate as a fraction of this machine's fp32 matmul peak, measured in the same run.
+achieved FLOP rate as a fraction of this machine's matmul peak, measured in the same run.
 
     python bench/throughput.py --seconds 20 --out runs/bench/throughput.json
 
 FLOPs are counted by torch.utils.flop_counter on one real update (forward and backward
-matmuls), not estimated by hand. "Full update" = task + accident critic step, the
-constrained actor step, the plain actor step and one OOD-detector step (the detector
-trains in its own phase in a run; it is included here so the number covers every part).
+matmuls), not estimated by hand. Plain CQL is bench/plain_cql.py at d3rlpy's sizes and
+hyperparameters (what bench/vs_d3rlpy.py times; raw observations). "Critics + actors" is the
+critic-phase update the Trainer runs (controller/update.py: Q_R and both Q_C heads, the
+constrained actor's fit and its unconstrained twin's, the multipliers, the targets); "full
+update" adds one OOD-detector step (the detector trains in the pretraining phase in a run; it
+is included here so the number covers every part).
 """
 
 from __future__ import annotations
@@ -21,23 +24,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
 
+from plain_cql import D3RLPY_HP, PlainCQL  # noqa: E402
+from steps import gflop_of, make_step  # noqa: E402
+
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
-from steps import gflop_of, make_step  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.minari_io import dataset_exists  # noqa: E402
 
-# plain CQL at d3rlpy's sizes (bench/vs_d3rlpy.py uses the same): no accident critic, no constraints
-PLAIN_CQL = ["critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
-             "critics.hidden=[256,256]", "critics.shared_trunk=false", "critics.sampled_actions=10"]
+WARMUP = 20  # untimed updates before each measurement (the first ones allocate)
 
 
-def measure(name: str, overrides: list[str], full: bool, seconds: float, config_path) -> dict:
+def trainer_step(config_path, overrides: list[str], full: bool):
+    """The Trainer's critic-phase update (+ one detector step when `full`) on the config."""
     config = load_config(config_path, overrides)
-    data = load_offline_data(config.data)
-    trainer = Trainer(config, data, Path("runs/bench/throughput-scratch"))
-    step = make_step(trainer, with_detector=full)
-    for _ in range(20):
+    trainer = Trainer(config, load_offline_data(config.data), Path("runs/bench/throughput-scratch"))
+    return make_step(trainer, with_detector=full)
+
+
+def plain_cql_step(config_path, precision: str, threads: int):
+    """bench/plain_cql.py's update at d3rlpy's sizes, on the config's data."""
+    config = load_config(config_path)
+    return make_step(PlainCQL(load_offline_data(config.data), {**D3RLPY_HP, "threads": threads}, precision))
+
+
+def measure(name: str, step, seconds: float, overrides: list[str], **info) -> dict:
+    for _ in range(WARMUP):
         step()
     gflop = gflop_of(step)
     count, start = 0, time.perf_counter()
@@ -46,7 +58,7 @@ def measure(name: str, overrides: list[str], full: bool, seconds: float, config_
         count += 1
     rate = count / (time.perf_counter() - start)
     return {"name": name, "updates_per_s": rate, "gflop_per_update": gflop, "gflops": rate * gflop,
-            "overrides": overrides}
+            "overrides": overrides, **info}
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
@@ -56,9 +68,7 @@ def time_breakdown(config_path, overrides: list[str], steps: int = 30) -> dict:
     """Where the full update's time goes (torch.profiler self CPU time): matmuls vs the rest."""
     from torch.profiler import ProfilerActivity, profile
 
-    config = load_config(config_path, overrides)
-    trainer = Trainer(config, load_offline_data(config.data), Path("runs/bench/throughput-scratch"))
-    step = make_step(trainer, with_detector=True)
+    step = trainer_step(config_path, overrides, full=True)
     for _ in range(5):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -88,9 +98,13 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         extra = [f"run.precision={precision}"]
         rows += [
-            measure(f"plain CQL (d3rlpy sizes: 2x256, 10 samples), {precision}", PLAIN_CQL + extra, False, args.seconds, args.config),
-            measure(f"safecritic default: critics + actors, {precision}", extra, False, args.seconds, args.config),
-            measure(f"safecritic default: full update (+ OOD detector step), {precision}", extra, True, args.seconds, args.config),
+            measure(f"plain CQL (bench/plain_cql.py, d3rlpy sizes: 2x256, 10 samples), {precision}",
+                    plain_cql_step(args.config, precision, args.threads), args.seconds, extra,
+                    hyperparameters={**D3RLPY_HP, "threads": args.threads}),
+            measure(f"safecritic default: critics + actors, {precision}",
+                    trainer_step(args.config, extra, full=False), args.seconds, extra),
+            measure(f"safecritic default: full update (+ OOD detector step), {precision}",
+                    trainer_step(args.config, extra, full=True), args.seconds, extra),
         ]
         for r in rows[-3:]:
             r["precision"] = precision

@@ -1,8 +1,11 @@
-"""safecritic's CQL side by side with d3rlpy 2.8.1's, same data, same hyperparameters, one run.
+"""Plain CQL on safecritic's pieces side by side with d3rlpy 2.8.1's CQL, same data, same hyperparameters, one run.
 
     python bench/vs_d3rlpy.py --pairs 5 --pair-updates 200 --updates 10000 --episodes 200
 
-d3rlpy pins gymnasium 1.0.0, so it lives in its own virtual environment (created on
+Ours is bench/plain_cql.py: CQL(H) with a tanh-Gaussian SAC actor and automatic entropy
+tuning, built from the product's critic, CQL terms, fused Adam and batches (the product's
+own actor is no longer a SAC actor, so the comparison at d3rlpy's hyperparameters is built
+there). d3rlpy pins gymnasium 1.0.0, so it lives in its own virtual environment (created on
 first use under runs/bench/d3rlpy-venv with torch==2.13.0 and d3rlpy==2.8.1) and runs
 as a worker process (bench/d3rlpy_worker.py) fed the PointNav training split as an
 MDPDataset. Speed is measured pair by pair, alternating ours and theirs on the same
@@ -13,7 +16,8 @@ After each pair the machine's fp32 and bf16 matmul peaks are measured (2048², 1
 the ratio can be read against what sets it: the host's bf16/fp32 peak ratio and each side's
 fraction of its arithmetic's peak (d3rlpy's FLOPs counted as ours: the same algorithm and sizes).
 Then both train on to the same number of updates and their deterministic policies
-(ours: the actor's mean; theirs: save_policy's TorchScript) run the same MuJoCo episodes.
+(ours: tanh of the actor's mean; theirs: save_policy's TorchScript) run the same MuJoCo episodes;
+both policies are saved as TorchScript in --work (bench/quality.py rolls them out in every engine).
 """
 
 from __future__ import annotations
@@ -31,43 +35,33 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, matmul_peak, write_json  # noqa: E402
+from common import machine, markdown_table, matmul_peak, scripted_policy, write_json  # noqa: E402
+from plain_cql import D3RLPY_HP, PlainCQL  # noqa: E402
 from steps import gflop_of, make_step  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
-from safecritic.controller.run_policies import numpy_policy  # noqa: E402
-from safecritic.controller.training import Trainer  # noqa: E402
 from safecritic.critics.cpu import use_bf16  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
 
-# The shared hyperparameters: d3rlpy's CQL defaults (REFERENCES.md) with a fixed alpha.
-HP = {"hidden": [256, 256], "critics": 2, "batch_size": 256, "gamma": 0.99, "tau": 0.005, "actor_lr": 1e-4,
-      "critic_lr": 3e-4, "temp_lr": 1e-4, "temperature": 1.0, "alpha": 5.0, "samples": 10, "threads": 2, "seed": 0}
-def ours_overrides(hp: dict) -> list[str]:
-    """Our config for the shared hyperparameters (CQL only, no features, same sizes)."""
-    return [
-        "critics.accident.enabled=false", "policy.constraints.enabled=false", "policy.plain_actor=false",
-        f"critics.hidden={hp['hidden']}", f"policy.hidden={hp['hidden']}", "critics.shared_trunk=false",
-        f"critics.task.members={hp['critics']}", f"critics.batch_size={hp['batch_size']}", f"critics.gamma={hp['gamma']}",
-        f"critics.tau={hp['tau']}", f"critics.lr={hp['critic_lr']}", f"policy.lr={hp['actor_lr']}",
-        f"policy.temperature_lr={hp['temp_lr']}", f"policy.temperature_init={hp['temperature']}",
-        f"critics.task.alpha={hp['alpha']}", f"critics.sampled_actions={hp['samples']}",
-        # d3rlpy's CQL backs up Q(s', tanh(mu(s'))) without entropy (soft_q_backup=False, its default).
-        "critics.task.backup_action=mean", "critics.task.backup_entropy=false",
-        f"run.threads={hp['threads']}", f"run.seed={hp['seed']}",
-        "env.features=false",  # d3rlpy sees the raw observation; so do we here
-    ]
+# The shared hyperparameters: d3rlpy's CQL defaults (REFERENCES.md) with a fixed alpha; d3rlpy's
+# worker gets this dict, ours (bench/plain_cql.py) the same. d3rlpy's CQL backs up
+# Q(s', tanh(mu(s'))) without entropy (soft_q_backup=False, its default); so does ours.
+HP = dict(D3RLPY_HP)
 
 
 def ensure_venv(path: Path) -> Path:
-    python = path / "bin" / "python"
-    if not python.exists():
+    """The d3rlpy environment's python; made on first use. A marker file says the installs finished,
+    so an environment left half-made by an interrupted install is completed, not used."""
+    python, done = path / "bin" / "python", path / ".safecritic-bench-installed"
+    if not done.exists():
         print(f"creating {path} with torch==2.13.0 and d3rlpy==2.8.1 ...", flush=True)
-        venv.create(path, with_pip=True)
+        if not python.exists():
+            venv.create(path, with_pip=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "d3rlpy==2.8.1"], check=True)
+        done.write_text("torch==2.13.0 d3rlpy==2.8.1\n")
     return python
 
 
@@ -104,7 +98,8 @@ class D3rlpyWorker:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", type=Path, default=None, help="base config (default: packaged PointNav)")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="config whose dataset and env both learn from (default: packaged PointNav)")
     parser.add_argument("--pairs", type=int, default=5,
                         help="timed pairs: ours (bf16/fp32) then d3rlpy, --pair-updates each; the ratio is their median")
     parser.add_argument("--pair-updates", type=int, default=200, help="updates per side in each timed pair")
@@ -118,19 +113,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=HP["seed"], help="seed of both learners (quality over seeds)")
     args = parser.parse_args()
     HP["seed"] = args.seed
-    our_overrides = ours_overrides(HP)
     args.work.mkdir(parents=True, exist_ok=True)
 
     python = ensure_venv(args.venv)
-    config = load_config(args.config, our_overrides + [f"run.precision={args.precision}"])
+    config = load_config(args.config)
     data = load_offline_data(config.data)
     export_dataset(data, args.work / "pointnav_train.npz")
     theirs = D3rlpyWorker(python, args.work / "pointnav_train.npz")
-    trainer = Trainer(config, data, args.work / "ours")
-    step = make_step(trainer)
+    ours_model = PlainCQL(data, HP, args.precision)
+    step = make_step(ours_model)
     # The same update in fp32 (d3rlpy's arithmetic), timed in the same pairs; a separate
     # model, so the trained-and-evaluated one above sees exactly `updates` updates.
-    fp32_step = make_step(Trainer(load_config(args.config, our_overrides + ["run.precision=fp32"]), data, args.work / "ours-fp32"))
+    fp32_step = make_step(PlainCQL(data, HP, "fp32"))
     torch.set_num_threads(HP["threads"])
     for _ in range(10):  # warm-up
         step()
@@ -181,22 +175,20 @@ def main() -> None:
     policy_path = (args.work / "d3rlpy_policy.pt").resolve()
     theirs.call(f"save {policy_path}")
     theirs.close()
+    ours_policy_path = (args.work / "plain_cql_policy.pt").resolve()  # for bench/quality.py
+    torch.jit.save(torch.jit.script(ours_model.policy()), str(ours_policy_path))
 
     env_id = config.env.id
-    ours_eval = summarize(rollout_policy(numpy_policy(trainer.model, "actor"), env_id, args.episodes, 1000))
-    d3_policy = torch.jit.load(str(policy_path))
-
-    @torch.no_grad()
-    def d3_act(obs: np.ndarray) -> np.ndarray:
-        return d3_policy(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0].numpy()
-
-    theirs_eval = summarize(rollout_policy(d3_act, env_id, args.episodes, 1000))
+    ours_eval = summarize(rollout_policy(ours_model.policy(), env_id, args.episodes, 1000))
+    theirs_eval = summarize(rollout_policy(scripted_policy(policy_path), env_id, args.episodes, 1000))
     med = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
     result = {"machine": machine(), "hyperparameters": HP, "precision": args.precision, "d3rlpy": theirs.info,
+              "ours": "bench/plain_cql.py (CQL(H) + SAC actor on the product's critic, CQL terms, fused Adam, batches)",
               "gflop_per_update": gflop, "ours_peak": ours_peak, "pairs": pairs, "median": med,
               "updates": args.updates, "updates_after_pairs": remaining,
               "ours_train_seconds": ours_train_s, "theirs_train_seconds": theirs_train_s,
-              "evaluation": {"safecritic CQL": ours_eval, "d3rlpy CQL": theirs_eval}, "d3rlpy_policy": str(policy_path)}
+              "evaluation": {"safecritic CQL": ours_eval, "d3rlpy CQL": theirs_eval}, "d3rlpy_policy": str(policy_path),
+              "ours_policy": str(ours_policy_path)}
     write_json(args.out, result)
     print(markdown_table(
         ["", "updates/s (median of pairs)", "return", "success", "accident rate"],
