@@ -1,6 +1,6 @@
 """Measure the scripted behaviours in every engine (success, accidents, return, length).
 
-    python bench/behaviors.py --episodes 200 --out runs/bench/behaviors.json --markdown docs/behaviors.md
+    python bench/behaviors.py --episodes 200 --out runs/bench/behaviors.json --markdown runs/bench/behaviors.md
 
 Each behaviour runs the same episode seeds in each engine, so the rows compare the
 engines on identical layouts.

@@ -2,17 +2,17 @@
 
     python bench/constraints.py --seeds 0 --episodes 200 --out runs/bench/constraints.json
 
-The shipped actor (controller/constraint.py) is feasibility-guided (FISOR): inside the
-feasible set the weights are a softmax of return over the admissible candidates only,
-outside it a softmax of -risk. This script trains, on the same dataset, seeds and update
-schedule, the two alternatives the issue asked for, built here as modules for evaluation
-(not switches in the shipped controller):
+The shipped actor (controller/constraint.py) is an advantage-weighted fit of the successful
+episodes' actions, feasibility-guided (FISOR): inside the feasible set exp(beta A_R) for the
+actions within the budget and 0 for those over it, outside it exp(-beta A_C). This script
+trains, on the same dataset, seeds and update schedule, the two alternatives the issue asked
+for, built here as modules for evaluation (not switches in the shipped controller):
 
 - `fac`: a state-dependent multiplier lambda(s) (Feasible Actor-Critic, Ma et al. 2021), a
   small network ascending on the actor's own violation Q_C(s, pi(s)) - epsilon state by
-  state; the weights are a softmax of beta (Q_R / sigma_R - lambda(s) Q_C / sigma_C);
-- `penalty`: a fixed per-state penalty on the positive part, softmax of beta (Q_R / sigma_R
-  - kappa relu(Q_C - epsilon) / sigma_C);
+  state; weights exp(beta (A_R / sigma_A - lambda(s) Q_C / sigma_C));
+- `penalty`: a fixed per-state penalty on the positive part, exp(beta (A_R / sigma_A - kappa
+  relu(Q_C - epsilon) / sigma_C));
 - and `none`: the same fit by return alone (the shipped run's `unconstrained` twin).
 
 Each trained actor is rolled out alone (its mode, no gate) and behind the gate, on the
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
-from safecritic.controller.constraint import NEG_INF, StateWiseConstraint, Weights, spread  # noqa: E402
+from safecritic.controller.constraint import MAX_WEIGHT, spread  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.controller.gate import CODE_POLICY, GatedController, PolicyController  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
@@ -43,22 +43,29 @@ from safecritic.critics.q_ensemble import POLICY_RISK  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
 from safecritic.pipeline import check, load_data  # noqa: E402
 
-KAPPA = 10.0  # the penalty's weight, in units of sigma_C per unit of sigma_R
+KAPPA = 10.0  # the penalty's weight on relu(Q_C - epsilon), in units of Q_C's spread per unit of the advantage's
 LAMBDA_MAX = 100.0  # FAC's cap on lambda(s), the same units
 
 
-class PenaltyUpdate(Update):
-    """Weights exp(beta (Q_R / sigma_R - kappa relu(Q_C - epsilon) / sigma_C)) over the in-support candidates."""
+def _advantage_weights(constraint, q_r, q_c, baseline, risk_term):
+    """exp(beta (A_R / sigma_A - risk_term)), clipped as the shipped weights are."""
+    advantage = q_r[0] - baseline
+    return torch.exp(constraint.beta * (advantage / spread(advantage) - risk_term)).clamp(max=MAX_WEIGHT)
 
-    def constraint_at(self, batch, policy):
-        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
-        logits = self.constraint.beta * (q_r / spread(q_r) - KAPPA * F.relu(q_c - self.constraint.epsilon) / spread(q_c))
-        weights = torch.softmax(torch.where(support, logits, NEG_INF), dim=0)
-        return cands, q_r, q_c, Weights(weights, w.feasible, w.admissible), support
+
+class PenaltyUpdate(Update):
+    """Weights exp(beta (A_R / sigma_A - kappa relu(Q_C - epsilon) / sigma_C)) for every data action: no mask."""
+
+    def constraint_at(self, batch):
+        q_r, q_c, w, support = super().constraint_at(batch)
+        baseline = self.baseline(batch, q_r)
+        excess = F.relu(q_c[0] - self.constraint.epsilon) / spread(q_c)
+        weights = _advantage_weights(self.constraint, q_r, q_c, baseline, KAPPA * excess)
+        return q_r, q_c, w._replace(weights=weights), support
 
 
 class FACUpdate(Update):
-    """Weights exp(beta (Q_R / sigma_R - lambda(s) Q_C / sigma_C)); lambda(s) = max sigmoid(g(s)) with g
+    """Weights exp(beta (A_R / sigma_A - lambda(s) Q_C / sigma_C)); lambda(s) = max sigmoid(g(s)) with g
     ascending on Q_C(s, mode pi(s)) - epsilon (on the logit, so a saturated multiplier can come down)."""
 
     def __init__(self, model, config, optimizers, generator) -> None:
@@ -66,23 +73,21 @@ class FACUpdate(Update):
         self.multiplier = MLP(model.obs_norm.mean.numel(), [64, 64], 1)
         self.opt_multiplier = torch.optim.Adam(self.multiplier.parameters(), lr=config.policy.lr)
 
-    def constraint_at(self, batch, policy):
-        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
+    def constraint_at(self, batch):
+        q_r, q_c, w, support = super().constraint_at(batch)
+        baseline = self.baseline(batch, q_r)
         with torch.no_grad():
             lam = LAMBDA_MAX * torch.sigmoid(self.multiplier(batch.obs).squeeze(-1))
-        logits = self.constraint.beta * (q_r / spread(q_r) - lam * q_c / spread(q_c))
-        weights = torch.softmax(torch.where(support, logits, NEG_INF), dim=0)
-        return cands, q_r, q_c, Weights(weights, w.feasible, w.admissible), support
+        weights = _advantage_weights(self.constraint, q_r, q_c, baseline, lam * q_c[0] / spread(q_c))
+        return q_r, q_c, w._replace(weights=weights), support
 
-    def multipliers(self, q_r, q_c, w, in_support):
-        return {}
-
-    def __call__(self, batch):
-        out = super().__call__(batch)
+    def __call__(self, batch, actor_batch):
+        out = super().__call__(batch, actor_batch)
+        obs = actor_batch.obs
         with torch.no_grad():
-            _, logits = self.model.critic(batch.obs, self.model.actor.mode(batch.obs))
+            _, logits = self.model.critic(obs, self.model.actor.mode(obs))
             q_mode = self.model.critic.cost_value(logits[..., POLICY_RISK].max(dim=0).values)
-        logit = self.multiplier(batch.obs).squeeze(-1)
+        logit = self.multiplier(obs).squeeze(-1)
         loss = -(logit * (q_mode - self.constraint.epsilon)).mean()  # ascent on the violation
         self.opt_multiplier.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,10 +101,9 @@ class FACUpdate(Update):
 class NoConstraintUpdate(Update):
     """The fit by return alone, as the actor (not only its twin)."""
 
-    def constraint_at(self, batch, policy):
-        cands, q_r, q_c, w, support = super().constraint_at(batch, policy)
-        return cands, q_r, q_c, Weights(StateWiseConstraint.unconstrained(self.constraint, q_r, support),
-                                        w.feasible, w.admissible), support
+    def constraint_at(self, batch):
+        q_r, q_c, w, support = super().constraint_at(batch)
+        return q_r, q_c, w._replace(weights=w.unconstrained), support
 
 
 VARIANTS = {"fisor": Update, "fac": FACUpdate, "penalty": PenaltyUpdate, "none": NoConstraintUpdate}

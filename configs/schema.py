@@ -147,15 +147,19 @@ class PolicyConfig(StrictModel):
     prior_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Learning rate of the priors' maximum-likelihood fit.")
     prior_steps: int = Field(4000, ge=0, le=10_000_000, description="Gradient steps of the priors (before the critics).")
     cost_limit: float = Field(0.05, ge=0.0, le=1e3, description="epsilon: the state-wise accident budget, "
-                                      "Q_C(s, pi(s)) <= epsilon wherever some candidate action achieves it.")
-    temperature: float = Field(3.0, gt=0.0, le=1e3, description="beta: sharpness of the advantage weights, in "
-                                       "units of the candidates' Q_R spread (AWR's inverse temperature).")
+                                      "Q_C(s, pi(s)) <= epsilon wherever some candidate action achieves it; Q_C is "
+                                      "normalised (an accident probability where costs end the episode, else the "
+                                      "discounted cost over its maximum 1 / (1 - gamma_C)).")
+    temperature: float = Field(0.3, gt=0.0, le=1e3, description="beta: sharpness of the advantage weights, in "
+                                       "units of the advantages' spread (AWR's inverse temperature); -> 0 is BC on the "
+                                       "successful episodes (docs/design.md, 'The actor's temperature').")
 
 
 class GateConfig(StrictModel):
     """The gated controller: candidates, admissibility, fallback."""
 
-    cost_threshold: float = Field(0.05, ge=0.0, le=1e3, description="epsilon_gate: a candidate is admissible only if Q_C <= this.")
+    cost_threshold: float = Field(0.05, ge=0.0, le=1e3, description="epsilon_gate: a candidate is admissible only if Q_C <= this "
+                                  "(normalised, as policy.cost_limit).")
     # 4: 4 and 16 succeeded equally, and the critics' FLOPs, most of a gated call, scale with the count.
     policy_candidates: int = Field(4, ge=1, le=1024, description="The policy's proposal + this-1 fixed standard-normal "
                                    "offsets scaled by its std; the actor's other components' means come on top.")

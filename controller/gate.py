@@ -15,7 +15,8 @@ risk within epsilon: Q_C under the policy, or Q_C of recovery by the safest cand
 whichever is lower (critics/csc.py).
 
 Decision codes: 0 the policy's proposal, 1 another candidate, 2 fallback (nothing
-admissible: the safe action), 3 fault (non-finite observation or output: the constant
+admissible: the task's safe action, or, for a task without one, the proposal, which the
+constraint fitted to minimise the risk where nothing is within the budget), 3 fault (non-finite observation or output: the constant
 safe action). The gate knows nothing of the task: the task's features and its safe
 action arrive as modules (envs/task.py) it calls without knowing what they mean.
 """
@@ -82,6 +83,10 @@ class GatedController(nn.Module):
         fault_record[0] = float(CODE_FAULT)
         self.register_buffer("fault_record", fault_record)
         self.use_cost, self.use_ood = use_cost, use_ood
+        # With nothing admissible: the task's safe action where it supplies one (a brake); else the proposal,
+        # which at an infeasible state the constraint fitted to minimise the risk. A constant is no safe action
+        # on its own, nor the critics' least risky candidate (measured: docs/design.md, "The gate").
+        self.fallback_to_proposal = not task_module
         self.prior_weight = float(gate.prior_weight)
         self.candidate_count = gate.policy_candidates + self.actor.components + 1
         # Module attributes, not globals: TorchScript cannot read module-level constants.
@@ -138,7 +143,8 @@ class GatedController(nn.Module):
             admissible = admissible & (ood <= self.ood_threshold)
         best_other = torch.where(admissible, score, float("-inf")).argmax(dim=0)
         any_ok = admissible.any(dim=0)
-        idx = torch.where(admissible[0], torch.zeros_like(best_other), torch.where(any_ok, best_other, k - 1))
+        fallback = torch.zeros_like(best_other) if self.fallback_to_proposal else torch.full_like(best_other, k - 1)
+        idx = torch.where(admissible[0], torch.zeros_like(best_other), torch.where(any_ok, best_other, fallback))
         code = torch.where(admissible[0], self.code_policy,
                            torch.where(any_ok, self.code_candidate, self.code_fallback))
         chosen = torch.gather(cands, 0, idx.view(1, b, 1).expand(1, b, cands.shape[2])).squeeze(0)

@@ -99,7 +99,7 @@ class SafeCriticModel(nn.Module):
         self.register_buffer("ood_tau", torch.tensor(float("inf")))
         self.register_buffer("ood_prior_scale", torch.tensor(0.0))
         self.critic = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
-        # Q_C starts at the budget, not at q_max / 2: from 0.5 every state looks infeasible for the first
+        # Q_C starts at the budget, not at 0.5: from 0.5 every state looks infeasible for the first
         # thousands of updates, the actor learns only to minimise a risk estimate still inflated by the
         # push-up, and on PointNav it settled on standing still (docs/design.md, "The accident critic").
         self.critic.start_cost_heads_at(p.cost_limit)

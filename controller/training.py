@@ -21,7 +21,7 @@ from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
 from safecritic.configs.loader import dump_config
 from safecritic.configs.schema import Config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
-from safecritic.controller.policies import MixturePolicy, mode_index
+from safecritic.controller.policies import MixturePolicy
 from safecritic.controller.update import TrainTensors, Update, pretrain_update
 from safecritic.critics.conformal import conformal_threshold
 from safecritic.critics.cpu import tune_cpu, use_bf16
@@ -326,6 +326,11 @@ class Trainer:
 
         self._loop(max(p.prior_steps, o.steps), step)
         self.calibration = calibrate_detector(self.model, self.data, self.config)
+        # The actor and its twin start as BC on the successful episodes (pi_ref) and improve on it
+        # under the critics; from scratch, the actor's own risk estimate is high everywhere and the
+        # constrained fit settles for minimising it (docs/design.md, "The actor").
+        self.model.actor.load_state_dict(self.model.reference.state_dict())
+        self.model.unconstrained.load_state_dict(self.model.reference.state_dict())
         self.phase, self.step = "critic", 0
         self.save()
 
@@ -337,7 +342,8 @@ class Trainer:
         c = self.config.critics
 
         def step() -> dict[str, torch.Tensor]:
-            return update(self.tensors.sample(c.batch_size, self.generator, c.accident.oversample))
+            return update(self.tensors.sample(c.batch_size, self.generator, c.accident.oversample),
+                          self.tensors.sample(c.batch_size, self.generator, rows=self.successful_rows))
 
         return step
 
@@ -377,11 +383,9 @@ def constraint_report(model: SafeCriticModel, transitions, config: Config, rows:
     tensors.cache_priors(model)
     batch = tensors.sample(len(idx), torch.Generator().manual_seed(0))
     update = Update(model, config, {}, torch.Generator().manual_seed(0))
-    policy = update.policy_at(batch)
-    cands, q_r, q_c, w, in_support = update.constraint_at(batch, policy)
+    q_r, q_c, w, in_support = update.constraint_at(batch)
     stats = {k: float(v) for k, v in update.multipliers(q_r, q_c, w, in_support).items()}
-    mode = policy.s.mean.gather(1, mode_index(*policy.s).view(-1, 1, 1).expand(-1, 1, policy.s.mean.shape[2])).squeeze(1)
-    _, logits = model.critic(batch.obs, mode)
+    _, logits = model.critic(batch.obs, model.actor.mode(batch.obs))
     q_mode = model.critic.cost_value(logits[..., POLICY_RISK].max(dim=0).values)
     feasible = w.feasible
     stats["violation_where_feasible"] = float((q_mode[feasible] > config.policy.cost_limit).float().mean()) if feasible.any() else 0.0

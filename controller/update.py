@@ -7,9 +7,9 @@ Pretraining fits the priors and the OOD detector (`pretrain_update`); then every
 2. `targets`: the Bellman targets at s' (Q_R, Q_C under the policy, Q_C of recovery);
 3. `critic_step`: the task critic (CQL) and the accident critics (CSC) on one batched pass
    of the shared trunks, one backward;
-4. `actor_step`: the actor's weighted fit to in-support candidate actions under the
-   state-wise accident constraint (controller/constraint.py), and its unconstrained twin
-   (the ablation that shows what the constraint earns);
+4. `actor_step`: advantage-weighted maximum likelihood of the successful episodes' actions
+   under the state-wise accident constraint (controller/constraint.py), and its unconstrained
+   twin (the ablation that shows what the constraint earns);
 5. `multipliers`: each state's Lagrange multiplier of that constraint, logged;
 6. `polyak`: the target networks.
 """
@@ -31,7 +31,6 @@ from safecritic.critics.csc import accident_bellman_loss, accident_target, push_
 from safecritic.critics.ood import DetectorLossConfig, detector_loss
 from safecritic.critics.q_ensemble import POLICY_RISK, RECOVERY_RISK
 
-ACTOR_SAMPLES = 2  # the actor's own samples among its fit's candidates (its room to improve on the data)
 
 
 @dataclass
@@ -153,11 +152,13 @@ class Update:
         for frozen in (model.prior, model.reference, model.detector):
             frozen.requires_grad_(False)
 
-    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
+        """`batch`: the critics' (all the data, accident approaches oversampled); `actor_batch`: the
+        successful episodes' transitions the actor is fitted to."""
         policy = self.policy_at(batch)
         targets = self.targets(batch, policy)
         out = self.critic_step(batch, policy, targets)
-        values, metrics = self.actor_step(batch, policy)
+        values, metrics = self.actor_step(actor_batch)
         out.update(metrics)
         out.update(self.multipliers(*values))
         polyak(self.model, self.config.critics.tau)
@@ -217,41 +218,47 @@ class Update:
         return out
 
     # 4. -------------------------------------------------------------------------------
-    def candidates(self, batch: Batch, policy: PolicyAt) -> torch.Tensor:
-        """In-support actions at s for the actor's fit [C, B, A]: the data's action, pi_beta's and
-        pi_ref's component means, the actor's own samples, the safe actions."""
+    def candidates(self, batch: Batch) -> torch.Tensor:
+        """The actions each state's constrained choice is among [C, B, A]: the data's action first, then
+        pi_ref's component means and the safe actions (which decide whether the state is feasible)."""
         m = self.model
-        with torch.no_grad(), autocast(self.bf16):
-            own, _ = MixturePolicy.sample(policy.s, ACTOR_SAMPLES, self.g)
-        return torch.cat([batch.act.unsqueeze(0), batch.prior.mean.transpose(0, 1), batch.reference.mean.transpose(0, 1),
-                          own, m.safe_units(batch.raw_obs).unsqueeze(0), m.safe_action_unit.expand(1, *batch.act.shape)])
+        return torch.cat([batch.act.unsqueeze(0), batch.reference.mean.transpose(0, 1),
+                          m.safe_units(batch.raw_obs).unsqueeze(0), m.safe_action_unit.expand(1, *batch.act.shape)])
 
-    def constraint_at(self, batch: Batch, policy: PolicyAt) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Weights, torch.Tensor]:
-        """The candidates, their Q_R, Q_C (under the policy) and support, and the constraint's weights."""
+    def constraint_at(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Weights, torch.Tensor]:
+        """The candidates' Q_R and Q_C (under the policy), the constraint's weights of the data's
+        actions, and which candidates are in the data's support (OOD score within tau)."""
         m = self.model
-        cands = self.candidates(batch, policy)
+        cands = self.candidates(batch)
         with torch.no_grad(), autocast(self.bf16):
             q_task, cost_logits = m.critic(batch.obs, cands)
             in_support = m.ood_score(batch.obs, cands) <= m.ood_tau
         in_support[0] = True  # the data's own action is in the data
         q_r = q_task.float().min(dim=0).values  # [C, B]
         q_c = m.critic.cost_value(cost_logits.float()[..., POLICY_RISK].max(dim=0).values)
-        return cands, q_r, q_c, self.constraint.weights(q_r, q_c, in_support), in_support
+        return q_r, q_c, self.constraint.weights(q_r, q_c, in_support, self.baseline(batch, q_r)), in_support
 
-    def actor_step(self, batch: Batch, policy: PolicyAt) -> tuple[tuple, dict[str, torch.Tensor]]:
-        """Fit the actor to the candidates, weighted per state by the state-wise constraint:
-        inside the feasible set the best admissible returns, outside it the least risk. The twin
-        fits the same candidates by return alone. Returns the candidates' values (for
-        `multipliers`) and the metrics."""
+    @staticmethod
+    def baseline(batch: Batch, q_r: torch.Tensor) -> torch.Tensor:
+        """The return the advantage is taken against [B]: pi_ref's value, its component means' Q_R
+        (candidates 1..K) weighted by their mixture weights."""
+        k = batch.reference.log_w.shape[1]
+        return (batch.reference.log_w.exp().t() * q_r[1 : 1 + k]).sum(0)
+
+    def actor_step(self, batch: Batch) -> tuple[tuple, dict[str, torch.Tensor]]:
+        """Advantage-weighted maximum likelihood of the successful episodes' actions, each weighted by
+        the state-wise constraint (inside the feasible set: exp(beta A_R) for actions within the budget,
+        0 over it; outside: exp(-beta A_C)); the twin weights by exp(beta A_R) alone. Returns the
+        candidates' values (for `multipliers`) and the metrics."""
         m = self.model
-        cands, q_r, q_c, w, in_support = self.constraint_at(batch, policy)
-        loss = -(w.weights * m.actor.log_prob(batch.obs, cands)).sum(0).mean()
-        twin = self.constraint.unconstrained(q_r, in_support)
-        loss_twin = -(twin * m.unconstrained.log_prob(batch.obs, cands)).sum(0).mean()
+        q_r, q_c, w, in_support = self.constraint_at(batch)
+        loss = -(w.weights * m.actor.log_prob(batch.obs, batch.act)).sum() / w.weights.sum().clamp_min(1e-6)
+        twin = w.unconstrained
+        loss_twin = -(twin * m.unconstrained.log_prob(batch.obs, batch.act)).sum() / twin.sum().clamp_min(1e-6)
         _step(self.opt["actor"], loss + loss_twin)  # disjoint parameters: one backward, each its own gradient
         return (q_r, q_c, w, in_support), {"actor_loss": loss.detach(), "unconstrained_loss": loss_twin.detach(),
                                            "feasible": w.feasible.float().mean(),
-                                           "in_support": in_support.float().mean()}
+                                           "kept": (w.weights > 0).float().mean()}
 
     # 5. -------------------------------------------------------------------------------
     def multipliers(self, q_r: torch.Tensor, q_c: torch.Tensor, w: Weights, in_support: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -278,7 +285,7 @@ def accident_critic_loss(model: SafeCriticModel, cost_logits: torch.Tensor, targ
     loss, out = torch.zeros(()), {}
     for head, name, target in ((POLICY_RISK, "policy_risk", targets.policy_risk),
                                (RECOVERY_RISK, "recovery_risk", targets.recovery_risk)):
-        bellman = accident_bellman_loss(cost_logits[:, 0, :, head], target, critic.cost_q_max)
+        bellman = accident_bellman_loss(cost_logits[:, 0, :, head], target)
         push = push_up_gap(q_cost[:, 0, :, head], q_cost[:, off, :, head])
         loss = loss + bellman + alpha * push.sum()
         out.update({f"{name}_loss": bellman.detach(), f"{name}_gap": push.mean().detach(),

@@ -28,10 +28,12 @@ def pair_inputs(obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 
 
 class QEnsemble(nn.Module):
-    """Q_R members (linear outputs) and Q_C heads (logits; Q_C = q_max * sigmoid).
+    """Q_R members (linear outputs) and Q_C heads (logits; Q_C = sigmoid).
 
-    Q_C is a discounted accident probability (or discounted cost), so it is bounded:
-    the sigmoid keeps it in [0, q_max] even where the conservative term pushes it up.
+    Q_C is normalised: the discounted accident probability where costs end the episode, else
+    the discounted cost over its maximum q_max = 1 / (1 - gamma_C) (1 = a cost at every step).
+    One scale for both kinds of cost, so the same budget epsilon, CSC weight and initial value
+    mean the same on any task; the sigmoid keeps Q_C in [0, 1] where the push-up acts.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], members: int, cost_heads: int = 2,
@@ -72,14 +74,14 @@ class QEnsemble(nn.Module):
         return out[:, :, :, 0], cost
 
     def start_cost_heads_at(self, value: float) -> None:
-        """Initialise the Q_C heads' output bias so that Q_C starts near `value` (in Q_C units)."""
-        p = min(max(value / self.cost_q_max, 1e-4), 1 - 1e-4)
+        """Initialise the Q_C heads' output bias so that Q_C starts near `value` (normalised)."""
+        p = min(max(value, 1e-4), 1 - 1e-4)
         with torch.no_grad():
             self.net.head.bias[..., 1:] = math.log(p / (1 - p))
 
     def cost_value(self, logits: torch.Tensor) -> torch.Tensor:
         """Q_C from its logits."""
-        return self.cost_q_max * torch.sigmoid(logits)
+        return torch.sigmoid(logits)
 
     def flops_per_row(self) -> int:
         return self.net.flops_per_row()

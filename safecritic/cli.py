@@ -150,11 +150,13 @@ def _pct(x: float) -> str:
 
 def _print_engine_table(evaluation_envs: dict, title: str) -> None:
     print(title)
-    print(f"  {'engine':<30} {'success':>8} {'accidents':>10} {'CP95 upper':>10} {'return':>8} {'length':>7} {'p99 us':>7}")
+    print(f"  {'engine':<30} {'success':>8} {'accidents':>10} {'CP95 upper':>10} {'cost':>7} {'return':>8} {'length':>7} "
+          f"{'p99 us':>7}")
     for env_id, ev in evaluation_envs.items():
         s = ev["summary"]
-        print(f"  {env_id:<30} {_pct(s['success_rate']):>8} {_pct(s['accident_rate']):>10} {_pct(s['accident_rate_upper']):>10} "
-              f"{s['mean_return']:>8.2f} {s['mean_length']:>7.1f} {s['latency_us']['p99']:>7.0f}")
+        success = _pct(s["success_rate"]) if s.get("reports_success", True) else "-"
+        print(f"  {env_id:<30} {success:>8} {_pct(s['accident_rate']):>10} {_pct(s['accident_rate_upper']):>10} "
+              f"{s['mean_cost']:>7.3g} {s['mean_return']:>8.2f} {s['mean_length']:>7.1f} {s['latency_us']['p99']:>7.0f}")
 
 
 def _print_certification(report: dict) -> None:
@@ -239,9 +241,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run dir  {report['run_dir']}")
     _print_engine_table(report["engines"], "gated controller (the candidate for release; CP95 upper is what is judged):")
     print("all controllers, same episodes (ablations):")
-    print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'return':>8}")
+    print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'cost':>7} {'return':>8}")
     for r in report["ablations"]:
-        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {_pct(r['success_rate']):>8} {_pct(r['accident_rate']):>10} {r['mean_return']:>8.2f}")
+        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {_pct(r['success_rate']):>8} {_pct(r['accident_rate']):>10} "
+              f"{r['mean_cost']:>7.3g} {r['mean_return']:>8.2f}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
 

@@ -37,7 +37,7 @@ def test_a_users_task_runs_through_the_whole_pipeline(user_module, tmp_path, min
     engine = report["engines"]["keepout_reacher:keepout/ReacherKeepOut-v0"]
     keys = {c["key"] for c in engine["checks"]}
     assert keys == {"accident_rate", "latency", "normalised_cost", "return_reference"}  # no success signal: not judged
-    assert engine["reference"]["name"] == "bc"
+    assert engine["reference"]["name"] == "bc_successful"
     assert not engine["summary"]["reports_success"]
     manifest = json.loads((tmp_path / "keepout" / "artifact" / "manifest.json").read_text())
     assert manifest["safe_action"]["module"] is None  # a user's task needs no safe action of its own

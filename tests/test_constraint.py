@@ -13,7 +13,7 @@ EPS = 0.05
 
 
 def test_weights_keep_the_budget_where_feasible_and_minimise_risk_where_not():
-    # Three candidates at three states: [C, B].
+    # Three candidates at three states: [C, B]; candidate 0 is the data's action.
     q_task = torch.tensor([[5.0, 5.0, 5.0],   # the best return, over the budget at states 0 and 2
                            [3.0, 3.0, 3.0],   # admissible at states 0 and 1
                            [1.0, 1.0, 1.0]])
@@ -22,12 +22,12 @@ def test_weights_keep_the_budget_where_feasible_and_minimise_risk_where_not():
                            [0.01, 0.01, 0.20]])
     support = torch.ones(3, 3, dtype=torch.bool)
     c = StateWiseConstraint(EPS, beta=3.0)
-    w = c.weights(q_task, q_cost, support)
+    w = c.weights(q_task, q_cost, support, baseline=torch.full((3,), 3.0))
     assert w.feasible.tolist() == [True, True, False]
-    assert w.weights[0, 0] == 0.0 and w.weights[1, 0] > w.weights[2, 0]  # binds: no weight over the budget
-    assert w.weights[0, 1] > 0.9  # does not bind: the best return takes the weight
-    assert w.weights[2, 2] > w.weights[1, 2] > w.weights[0, 2]  # infeasible: the least risk first
-    torch.testing.assert_close(w.weights.sum(0), torch.ones(3))
+    assert w.weights[0] == 0.0  # binds: no weight for the data's action over the budget
+    assert w.weights[1] > 1.0  # does not bind: a better-than-baseline action is weighted up
+    assert 0.0 < w.weights[2] < 1.0  # infeasible: weighted down by its excess risk over the safest candidate
+    assert torch.equal(w.unconstrained[:2], torch.full((2,), float(w.unconstrained[0])))  # the twin ignores the risk
     lam = c.multipliers(q_task, q_cost, w, support)
     # State 0: the smallest lambda for which Q_R - lambda Q_C prefers candidate 1 over candidate 0.
     assert math.isclose(float(lam[0]), (5.0 - 3.0) / (0.30 - 0.02), rel_tol=1e-5)
@@ -38,33 +38,34 @@ def test_weights_keep_the_budget_where_feasible_and_minimise_risk_where_not():
     assert float(stats["multiplier_where_binding"]) > 0 and float(stats["multiplier_where_free"]) == 0.0
 
 
-def test_candidates_out_of_support_get_no_weight():
-    q_task = torch.tensor([[9.0], [1.0]])
-    q_cost = torch.tensor([[0.0], [0.0]])
-    w = StateWiseConstraint(EPS, 3.0).weights(q_task, q_cost, torch.tensor([[False], [True]]))
-    assert w.weights[:, 0].tolist() == [0.0, 1.0]
+def test_candidates_out_of_support_do_not_make_a_state_feasible():
+    q_task = torch.tensor([[1.0], [9.0]])
+    q_cost = torch.tensor([[0.5], [0.0]])  # the safe candidate is out of the data's support
+    w = StateWiseConstraint(EPS, 3.0).weights(q_task, q_cost, torch.tensor([[True], [False]]), torch.zeros(1))
+    assert not w.feasible[0] and w.weights[0] > 0  # infeasible: the data's action keeps a (risk-minimising) weight
 
 
 def test_a_fitted_actor_obeys_the_constraint_where_it_binds_and_ignores_it_elsewhere():
-    """A 1-D world: the fast action +0.8 pays more everywhere, but for s > 0 its risk exceeds the
-    budget and the slow action -0.8 is safe. The actor fitted by the constraint's weights must take
-    the fast action where it is safe and the slow one where the constraint binds; its twin fitted
-    by return alone keeps the fast one everywhere."""
+    """A 1-D world whose data holds a fast action +0.8 and a slow one -0.8 at every state. The fast one
+    pays more everywhere, but for s > 0 its risk exceeds the budget while the slow one is safe. The
+    actor fitted by the constraint's weights must take the fast action where it is safe and the slow
+    one where the constraint binds; its twin, weighted by return alone, keeps the fast one everywhere."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     actor, twin = MixturePolicy(1, 1, [32, 32], 2), MixturePolicy(1, 1, [32, 32], 2)
     opt = torch.optim.Adam([*actor.parameters(), *twin.parameters()], lr=3e-3)
     c = StateWiseConstraint(EPS, beta=3.0)
-    fast, slow = torch.tensor(0.8), torch.tensor(-0.8)
-    for _ in range(600):
+    for _ in range(1500):
         s = torch.rand(128, 1, generator=g) * 2 - 1
-        cands = torch.stack([fast.expand(128, 1), slow.expand(128, 1)])  # [C, B, A]
+        fast = torch.rand(128, generator=g) < 0.5
+        act = torch.where(fast, 0.8, -0.8).unsqueeze(1)
+        cands = torch.stack([act, -act])  # the data's action, then the other one
         q_task = cands[..., 0]
-        q_cost = torch.stack([0.3 * (s[:, 0] > 0).float(), torch.zeros(128)])
-        support = torch.ones(2, 128, dtype=torch.bool)
-        w = c.weights(q_task, q_cost, support)
-        loss = -(w.weights * actor.log_prob(s, cands)).sum(0).mean()
-        loss = loss - (c.unconstrained(q_task, support) * twin.log_prob(s, cands)).sum(0).mean()
+        risky = (s[:, 0] > 0).float()
+        q_cost = torch.stack([0.3 * risky * (act[:, 0] > 0), 0.3 * risky * (act[:, 0] < 0)])
+        w = c.weights(q_task, q_cost, torch.ones(2, 128, dtype=torch.bool), torch.zeros(128))
+        loss = -(w.weights * actor.log_prob(s, act)).sum() / w.weights.sum()
+        loss = loss - (w.unconstrained * twin.log_prob(s, act)).sum() / w.unconstrained.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -38,6 +38,14 @@ def test_accident_target_uses_max_terminal_and_range():
     torch.testing.assert_close(y, torch.tensor([0.9 * 0.6, 1.0, 1.0]))  # last one clipped from 1.81
 
 
+def test_per_step_costs_are_normalised_by_their_maximum():
+    """Costs that do not end the episode: Q_C = discounted cost / (1 / (1 - gamma_C)), in [0, 1], so
+    a cost at every step forever is the fixed point 1, as a certain accident is where costs end it."""
+    q_max = cost_q_max(0.9, False)
+    y = accident_target(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([[1.0, 0.5]]), 0.9, q_max)
+    torch.testing.assert_close(y, torch.tensor([0.1 + 0.9 * 1.0, 0.9 * 0.5]))
+
+
 def test_safest_backup_takes_the_safest_candidate_by_its_worst_member():
     # [members=2, candidates=3, B=1]: candidate risks by worst member are 0.8, 0.3, 0.5
     q_next = torch.tensor([[[0.8], [0.1], [0.5]], [[0.2], [0.3], [0.4]]])

@@ -214,15 +214,25 @@ def test_fallback_is_the_tasks_safe_action_and_faults_the_constant(smoke_run, ob
     torch.testing.assert_close(action, strict.safe_action.expand_as(action))
 
 
-def test_a_task_without_a_safe_action_falls_back_to_the_constant(smoke_run, observations):
+def test_a_task_without_a_safe_action_falls_back_to_the_proposal(smoke_run, observations):
+    """No task safe action: with nothing admissible the actor's proposal runs (code 2; at such a state the
+    constraint fitted it to minimise the risk), not the constant; faults still get the configured constant."""
     from safecritic.controller.model import ConstantAction
 
     config, model, _ = load_trained(smoke_run)
     model = __import__("copy").deepcopy(model)
     model.safe_action = ConstantAction(torch.zeros(2))
-    gate = config.gate.model_copy(update={"cost_threshold": -1.0, "safe_action": [0.5, -0.5]})
-    action, rec = GatedController(model, gate)(observations)
+    gate = GatedController(model, config.gate.model_copy(update={"cost_threshold": -1.0, "safe_action": [0.5, -0.5]}))
+    action, rec = gate(observations)
+    assert (rec[:, 0] == CODE_FALLBACK).all()
+    torch.testing.assert_close(action, PolicyController(model, config.gate, "actor")(observations)[0])
+    assert (action - torch.tensor([0.5, -0.5])).abs().max() > 0.1
+    assert parity(gate, torch.jit.script(gate), observations) <= 1e-5
+    bad = observations[:3].clone()
+    bad[:, 0] = float("inf")
+    action, rec = gate(bad)
     torch.testing.assert_close(action, torch.tensor([0.5, -0.5]).expand_as(action))
+    assert (rec[:, 0] == CODE_FAULT).all()
 
 
 def test_export_gate_overrides_and_refuses_training_keys(smoke_run, observations, tmp_path, capsys):

@@ -125,9 +125,9 @@ def test_the_accident_targets_follow_the_policy_and_the_safest_recovery():
 
 def test_the_update_runs_its_named_steps_and_reports_the_constraint():
     config, model, batch, update = _update_setup()
-    out = update(batch)
+    out = update(batch, batch)
     for key in ("q_task_loss", "cql_gap", "policy_risk_loss", "recovery_risk_loss", "actor_loss", "unconstrained_loss",
-                "feasible", "constraint_binds", "constraint_infeasible", "multiplier_where_binding"):
+                "feasible", "kept", "constraint_binds", "constraint_infeasible", "multiplier_where_binding"):
         assert key in out and torch.isfinite(out[key]), key
 
 

@@ -95,7 +95,7 @@ class Random:
     uniform actions jitter in place near the start and never reach a hazard, while a
     walk roams the arena and bumps into hazards at every speed and angle. That is the
     "what not to do" the accident critic needs beyond reckless's full-speed crashes
-    (docs/design-notes.md).
+    (docs/design.md, "The data").
     """
 
     name: str = "random"

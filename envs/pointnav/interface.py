@@ -23,7 +23,7 @@ VELOCITY = slice(2, 4)
 GOAL = slice(4, 6)
 HAZARDS = slice(6, 6 + 2 * _P.n_hazards)
 # 5: under 3x mass the constant zero-force stop let the point coast into a hazard in 47% of
-# 60 episodes, braking at gains 2 / 5 / 20 in 1.7% / 0% / 0% (docs/design.md, "The safe action").
+# 60 episodes, braking at gains 2 / 5 / 20 in 1.7% / 0% / 0% (docs/design.md, "Task features and the safe action").
 BRAKE_GAIN = 5.0
 
 
@@ -53,7 +53,7 @@ class PointNavBrake(nn.Module):
     """The fallback's action: a force against the measured velocity, clipped to the bounds.
 
     A constant zero force lets a body heavier or less damped than the data's coast into a
-    hazard; braking stops it (docs/design.md, "The safe action")."""
+    hazard; braking stops it (docs/design.md, "Task features and the safe action")."""
 
     def __init__(self, act_low: torch.Tensor, act_high: torch.Tensor, gain: float = BRAKE_GAIN) -> None:
         super().__init__()

@@ -1,0 +1,97 @@
+"""A trained run's controllers on several sets of evaluation episodes, against a reference.
+
+    python bench/episode_sets.py runs/pointnav --sets 1000 2000 3000 4000 5000 6000 --out runs/bench/episode_sets.json
+
+One certification's 200 episodes are one sample of layouts; a return bar met by 0.1 on them
+can fail on the next 200. This script rolls the run's exported files (the gated controller
+and its ablations, through the torch+numpy runtime, as `safecritic evaluate` does) and the
+reference (a scripted behaviour, e.g. `cautious`, or one of the ablations) out on each set
+(deploy.seed = each --sets value), and counts, per engine, the sets on which the gated
+controller meets the return reference and the accident / success criteria, and the sets on
+which the actor alone (gate_off) returns at least BC on the successful episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, write_json  # noqa: E402
+
+from safecritic.configs import load_config  # noqa: E402
+from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes  # noqa: E402
+from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa: E402
+
+VARIANTS = ["gated", "gate_off", "unconstrained", "bc_successful", "accident_only", "ood_only"]
+
+
+def artifact_of(run_dir: Path, variant: str) -> Path:
+    return run_dir / "artifact" if variant == "gated" else run_dir / "ablations" / variant
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a `safecritic run` folder (artifact/ and ablations/)")
+    parser.add_argument("--sets", nargs="+", type=int, default=[1000, 2000, 3000, 4000, 5000, 6000],
+                        help="deploy.seed of each episode set (1000: the certification's)")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--reference", default="cautious", help="a scripted behaviour of the task")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/episode_sets.json"))
+    args = parser.parse_args()
+    base = load_config(args.run_dir / "config.yaml")
+    dirs = {v: artifact_of(args.run_dir, v) for v in args.variants}
+    missing = [str(p) for p in dirs.values() if not (p / "manifest.json").exists()]
+    if missing:
+        sys.exit(f"error: no exported controller at {missing}; run `safecritic run` (it exports the ablations) first")
+    rows = []
+    for seed in args.sets:
+        config = load_config(args.run_dir / "config.yaml", [f"deploy.seed={seed}", f"deploy.episodes={args.episodes}",
+                                                            "deploy.trajectories=0"])
+        results = evaluate_artifacts(list(dirs.values()), config)
+        for env_id in config.env.eval_ids:
+            ref = behavior_runs_on_evaluation_episodes(env_id, args.reference, args.episodes, seed, config.env.faults)
+            row = {"set": seed, "env": env_id.split("/")[-1], "reference_return": float(np.mean([e.ret for e in ref]))}
+            for variant, path in dirs.items():
+                s = summarize_env(results[str(path)][env_id])
+                row[variant] = {k: s[k] for k in ("success_rate", "accident_rate", "accident_rate_upper", "mean_return",
+                                                  "mean_length")} | {"policy_share": s["decision_fractions"]["0"]}
+            criteria = base.deploy.criteria.get(env_id)
+            gated = row.get("gated")
+            if gated and criteria:
+                row["gated_meets"] = bool(gated["mean_return"] >= row["reference_return"]
+                                          and gated["accident_rate_upper"] <= criteria.accident_rate_upper
+                                          and (criteria.success_rate_min is None
+                                               or gated["success_rate"] >= criteria.success_rate_min))
+            if "gate_off" in row and "bc_successful" in row:
+                row["actor_vs_bc_successful"] = row["gate_off"]["mean_return"] - row["bc_successful"]["mean_return"]
+            rows.append(row)
+            print({k: row[k] for k in ("set", "env", "reference_return")},
+                  {v: round(row[v]["mean_return"], 2) for v in dirs}, flush=True)
+    write_json(args.out, {"machine": machine(), "run_dir": str(args.run_dir), "reference": args.reference,
+                          "episodes": args.episodes, "rows": rows})
+    cols = ["set", "engine", f"{args.reference} return", "gated return", "gated success", "gated acc. (CP95 up)",
+            "policy share", "gate_off return", "gate_off acc.", "bc_successful return"]
+    table = []
+    for r in rows:
+        g, a, b = r.get("gated", {}), r.get("gate_off", {}), r.get("bc_successful", {})
+        table.append([r["set"], r["env"], f"{r['reference_return']:.2f}", f"{g.get('mean_return', float('nan')):.2f}",
+                      f"{g.get('success_rate', float('nan')):.1%}",
+                      f"{g.get('accident_rate', float('nan')):.1%} ({g.get('accident_rate_upper', float('nan')):.1%})",
+                      f"{g.get('policy_share', float('nan')):.1%}", f"{a.get('mean_return', float('nan')):.2f}",
+                      f"{a.get('accident_rate', float('nan')):.1%}", f"{b.get('mean_return', float('nan')):.2f}"])
+    print(markdown_table(cols, table))
+    for env in sorted({r["env"] for r in rows}):
+        mine = [r for r in rows if r["env"] == env]
+        met = sum(r.get("gated_meets", False) for r in mine)
+        ahead = sum(r.get("actor_vs_bc_successful", -1.0) >= 0 for r in mine)
+        print(f"{env}: gated meets the criteria and the {args.reference} return on {met} of {len(mine)} sets; "
+              f"the actor alone returns >= bc_successful on {ahead} of {len(mine)}")
+
+
+if __name__ == "__main__":
+    main()
