@@ -33,6 +33,33 @@ def artifact_of(run_dir: Path, variant: str) -> Path:
     return run_dir / "artifact" if variant == "gated" else run_dir / "ablations" / variant
 
 
+def plot(rows: list[dict], reference: str, path: Path) -> None:
+    """Mean return per episode set, one panel per engine: the reference against the controllers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = sorted({r["env"] for r in rows})
+    fig, axes = plt.subplots(1, len(engines), figsize=(5.5 * len(engines), 3.6), squeeze=False, sharey=True)
+    for ax, env in zip(axes[0], engines):
+        mine = [r for r in rows if r["env"] == env]
+        sets = [str(r["set"]) for r in mine]
+        ax.plot(sets, [r["reference_return"] for r in mine], "k--", marker="s", label=reference)
+        for variant, style in (("gated", "o-"), ("gate_off", "^-"), ("bc_successful", "v:")):
+            if variant in mine[0]:
+                ax.plot(sets, [r[variant]["mean_return"] for r in mine], style, label=variant)
+        ax.set_title(env)
+        ax.set_xlabel("episode set (deploy.seed)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean return (200 episodes)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a `safecritic run` folder (artifact/ and ablations/)")
@@ -42,6 +69,7 @@ def main() -> None:
     parser.add_argument("--reference", default="cautious", help="a scripted behaviour of the task")
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/episode_sets.json"))
+    parser.add_argument("--plot", type=Path, default=None, help="also draw each set's returns to this PNG")
     args = parser.parse_args()
     base = load_config(args.run_dir / "config.yaml")
     dirs = {v: artifact_of(args.run_dir, v) for v in args.variants}
@@ -85,6 +113,8 @@ def main() -> None:
                       f"{g.get('policy_share', float('nan')):.1%}", f"{a.get('mean_return', float('nan')):.2f}",
                       f"{a.get('accident_rate', float('nan')):.1%}", f"{b.get('mean_return', float('nan')):.2f}"])
     print(markdown_table(cols, table))
+    if args.plot:
+        plot(rows, args.reference, args.plot)
     for env in sorted({r["env"] for r in rows}):
         mine = [r for r in rows if r["env"] == env]
         met = sum(r.get("gated_meets", False) for r in mine)
