@@ -32,7 +32,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
-from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.constraint import MAX_WEIGHT, spread  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.controller.gate import CODE_POLICY, GatedController, PolicyController  # noqa: E402
@@ -41,7 +40,7 @@ from safecritic.controller.update import Update  # noqa: E402
 from safecritic.critics.networks import MLP  # noqa: E402
 from safecritic.critics.q_ensemble import POLICY_RISK  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
-from safecritic.pipeline import check, load_data  # noqa: E402
+from safecritic.pipeline import check, load, load_data  # noqa: E402
 
 KAPPA = 10.0  # the penalty's weight on relu(Q_C - epsilon), in units of Q_C's spread per unit of the advantage's
 LAMBDA_MAX = 100.0  # FAC's cap on lambda(s), the same units
@@ -139,13 +138,13 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/bench/constraints"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/constraints.json"))
     args = parser.parse_args()
-    base = check(load_config(args.config, args.override))  # env ids, imports and names checked before any training
+    base = check(load(args.config, args.override))  # env ids, imports and names checked before any training
     data = load_data(base, args.config)  # the same data for every seed (run.seed does not touch it)
     eval_seed = base.deploy.seed if args.eval_seed is None else args.eval_seed
     rows = []
     for seed in args.seeds:
         for variant in args.variants:
-            config = load_config(args.config, [*args.override, f"run.seed={seed}"])
+            config = load(args.config, [*args.override, f"run.seed={seed}"])
             trainer = Trainer(config, data, args.runs / f"{variant}_s{seed}", update_class=VARIANTS[variant])
             trainer.run()
             for key, s in evaluate(trainer, args.episodes, eval_seed).items():

@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
-from safecritic.configs import load_config  # noqa: E402
+from safecritic.pipeline import load  # noqa: E402
 from safecritic.controller.training import Trainer, adam  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=50, help="updates per timed block")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/optimizer_ab.json"))
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load(args.config)
     data = load_offline_data(config.data)
     steps = {}
     for name, fused in (("for-loop Adam (torch's CPU default)", False), ("fused Adam (training's)", True)):

@@ -54,11 +54,11 @@ class TreeFinder(MetaPathFinder):
         return importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
 
 sys.meta_path.insert(0, TreeFinder())
-from safecritic.configs import load_config
+from safecritic.pipeline import load
 from safecritic.controller.training import Trainer
 from safecritic.envs.dataset import load_offline_data
 
-config = load_config(sys.argv[2] or None, sys.argv[4:])
+config = load(sys.argv[2] or None, sys.argv[4:])
 trainer = Trainer(config, load_offline_data(config.data), "unused")
 step = trainer.update_step()
 for _ in range(int(sys.argv[3])):

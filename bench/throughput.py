@@ -27,7 +27,7 @@ from common import machine, markdown_table, matmul_peak, write_json  # noqa: E40
 from plain_cql import D3RLPY_HP, PlainCQL  # noqa: E402
 from steps import gflop_of, make_step  # noqa: E402
 
-from safecritic.configs import load_config  # noqa: E402
+from safecritic.pipeline import load  # noqa: E402
 from safecritic.controller.training import Trainer  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
 from safecritic.envs.minari_io import dataset_exists  # noqa: E402
@@ -37,14 +37,14 @@ WARMUP = 20  # untimed updates before each measurement (the first ones allocate)
 
 def trainer_step(config_path, overrides: list[str], full: bool):
     """The Trainer's critic-phase update (+ one detector step when `full`) on the config."""
-    config = load_config(config_path, overrides)
+    config = load(config_path, overrides)
     trainer = Trainer(config, load_offline_data(config.data), Path("runs/bench/throughput-scratch"))
     return make_step(trainer, with_detector=full)
 
 
 def plain_cql_step(config_path, precision: str, threads: int):
     """bench/plain_cql.py's update at d3rlpy's sizes, on the config's data."""
-    config = load_config(config_path)
+    config = load(config_path)
     return make_step(PlainCQL(load_offline_data(config.data), {**D3RLPY_HP, "threads": threads}, precision))
 
 
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.json"))
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load(args.config)
     if not dataset_exists(config.data.dataset_id):
         sys.exit(f"dataset {config.data.dataset_id} is missing: run `safecritic collect` first")
     torch.set_num_threads(args.threads)

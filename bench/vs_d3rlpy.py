@@ -39,7 +39,7 @@ from common import machine, markdown_table, matmul_peak, scripted_policy, write_
 from plain_cql import D3RLPY_HP, PlainCQL  # noqa: E402
 from steps import gflop_of, make_step  # noqa: E402
 
-from safecritic.configs import load_config  # noqa: E402
+from safecritic.pipeline import load  # noqa: E402
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.critics.cpu import use_bf16  # noqa: E402
 from safecritic.envs.dataset import load_offline_data  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     python = ensure_venv(args.venv)
-    config = load_config(args.config)
+    config = load(args.config)
     data = load_offline_data(config.data)
     export_dataset(data, args.work / "pointnav_train.npz")
     theirs = D3rlpyWorker(python, args.work / "pointnav_train.npz")

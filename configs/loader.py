@@ -19,7 +19,7 @@ PRESETS_DIR = Path(__file__).resolve().parent
 
 
 def preset_path(name: str) -> Path:
-    """Path of a packaged preset (`pointnav`, `smoke`, ...)."""
+    """Path of a packaged preset (a YAML file in configs/, by its stem)."""
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
@@ -89,9 +89,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Read `path` (None: the packaged PointNav preset), apply overrides, validate."""
-    path = preset_path("pointnav") if path is None else Path(path)
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read `path`, apply overrides, validate. (Which preset runs when none is named is the CLI's
+    choice, safecritic.DEFAULT_PRESET: this layer knows no task.)"""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} not found; packaged presets are in {PRESETS_DIR} "

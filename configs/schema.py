@@ -40,13 +40,11 @@ class FaultsConfig(StrictModel):
 class EnvConfig(StrictModel):
     """Which task the data comes from and which engines a controller is evaluated in."""
 
-    id: str = Field("safecritic/PointNav-v0", min_length=1, description="Gymnasium id of the task, or `module:Env-v0` "
+    id: str = Field(min_length=1, description="Gymnasium id of the task, or `module:Env-v0` "
                     "(gymnasium's convention: the module is imported first and registers the id).")
     imports: list[str] = Field(default_factory=list, description="Modules to import before any env is made: the "
                                "user's modules that register their envs (and, optionally, a task: envs/task.py).")
-    eval_ids: list[str] = Field(
-        default_factory=lambda: ["safecritic/PointNav-v0", "safecritic/PointNavBullet-v0"],
-        min_length=1, description="Every engine the controller must pass in.")
+    eval_ids: list[str] = Field(min_length=1, description="Every engine the controller must pass in.")
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
 
@@ -54,12 +52,12 @@ class DataConfig(StrictModel):
     """The offline dataset: which Minari id, how to collect it if it is missing, how to split it."""
 
     # Minari's own id grammar (minari.dataset.minari_dataset.DATASET_ID_RE), version required.
-    dataset_id: str = Field("safecritic/pointnav/mixed-v0", pattern=r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$",
+    dataset_id: str = Field(pattern=r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$",
                             description="Minari dataset id, '(namespace/)name-vN' (letters, digits, _ and - only).")
     episodes: int = Field(1000, ge=1, le=1_000_000, description="Episodes to collect.")
     behaviors: dict[str, float] = Field(
-        default_factory=lambda: {"reckless": 0.4, "cautious": 0.4, "random": 0.2}, min_length=1,
-        description="Mixture of the task's scripted behaviours (name: weight) used to collect.")
+        default_factory=dict, description="Mixture of the task's scripted behaviours (name: weight) used to collect; "
+        "empty: every behaviour the task registers, in equal shares.")
     seed: int = Field(0, ge=0, description="Seed of the collection (behaviour choice, noise, resets) and of the split.")
     workers: int = Field(2, ge=1, le=64, description="Processes used to collect and to evaluate.")
     calib_fraction: float = Field(0.2, gt=0.0, le=0.9, description="Fraction of episodes held out for calibration (never trained on).")
@@ -98,7 +96,7 @@ class AccidentCriticConfig(StrictModel):
     gamma: float = Field(0.9, gt=0.0, lt=1.0, description="Discount of costs.")
     # Q_C lives in [0, 1]: the push-down on data biases it by at most alpha/4; alpha = 1 overwhelmed the Bellman term.
     alpha: float = Field(0.05, ge=0.0, le=1000.0, description="Weight of the push-up term E_mu[Q_C] - E_D[Q_C] (opposite sign to CQL).")
-    # Accidents are rare (~0.4% of PointNav transitions); the Bellman fixed point does not depend on the
+    # Accidents are rare (well under 1% of transitions on the shipped data); the Bellman fixed point does not depend on the
     # sampling distribution, the fit near accidents does.
     oversample: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of each critic batch drawn from the "
                                       "transitions within oversample_horizon steps before a cost.")
@@ -121,7 +119,7 @@ class OODConfig(StrictModel):
 class CriticsConfig(StrictModel):
     """The value side: one ensemble of trunks, each with a Q_R head (CQL) and Q_C heads (CSC)."""
 
-    # Right-sized for PointNav's 19 inputs on 2 cores (d3rlpy/CORL use 256 wide for D4RL).
+    # Right-sized for a few dozen inputs on 2 cores (d3rlpy/CORL use 256 wide for D4RL); docs/benchmarks.md.
     hidden: Hidden = Field(default_factory=lambda: [192, 192], description="Hidden widths of each Q network.")
     members: int = Field(2, ge=1, le=10, description="Ensemble size: Q_R takes the minimum (clipped double Q), Q_C the maximum.")
     gamma: float = Field(0.99, gt=0.0, lt=1.0, description="Discount of rewards.")
@@ -130,8 +128,8 @@ class CriticsConfig(StrictModel):
     batch_size: int = Field(256, ge=2, le=65536, description="Batch of every network's update.")
     sampled_actions: int = Field(4, ge=1, le=256, description="Actions sampled per source (uniform, pi(s), pi(s')) "
                                  "for the conservative terms (CQL's paper: 10; 4 suffices for 2-D actions).")
-    # d3rlpy's default is 5 and CORL's 10, for D4RL rewards of ~5 per step; PointNav's are ~0.6, and
-    # alpha acts in Q units: 1 beat 5 (docs/design.md, "The task critic").
+    # d3rlpy's default is 5 and CORL's 10, for D4RL rewards of ~5 per step; alpha acts in Q units, so
+    # smaller rewards want a smaller alpha: 1 beat 5 on the shipped data (docs/design.md, "The task critic").
     alpha: float = Field(1.0, ge=0.0, le=1000.0, description="CQL's conservative weight on Q_R, in Q units.")
     accident: AccidentCriticConfig = Field(default_factory=AccidentCriticConfig)
     ood: OODConfig = Field(default_factory=OODConfig)
@@ -196,8 +194,7 @@ class DeployConfig(StrictModel):
     trajectories: int = Field(12, ge=0, le=1000, description="Episodes per engine whose paths are kept for the report's plots.")
     releases_dir: Path = Field(Path("releases"), description="Passing artifacts are copied to <releases_dir>/<run.name>-<sha>.")
     criteria: dict[str, CriteriaConfig] = Field(
-        default_factory=lambda: {"safecritic/PointNav-v0": CriteriaConfig(), "safecritic/PointNavBullet-v0": CriteriaConfig(accident_rate_upper=0.08)},
-        description="Criteria per env id; every id in env.eval_ids needs an entry.")
+        default_factory=dict, description="Criteria per env id; every id in env.eval_ids needs an entry.")
 
     @field_validator("releases_dir", mode="before")
     @classmethod
@@ -216,7 +213,7 @@ class TrainConfig(StrictModel):
 class RunConfig(StrictModel):
     """Where a run's outputs go and how it uses the machine."""
 
-    name: str = Field("pointnav", pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name: outputs go to <runs_dir>/<name>/.")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name: outputs go to <runs_dir>/<name>/.")
     runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     seed: int = Field(0, ge=0, description="Seed of training.")
     threads: int = Field(2, ge=1, le=256, description="torch intra-op threads of training (this project targets 2 cores).")

@@ -83,7 +83,7 @@ class GatedController(nn.Module):
         fault_record[0] = float(CODE_FAULT)
         self.register_buffer("fault_record", fault_record)
         self.use_cost, self.use_ood = use_cost, use_ood
-        # With nothing admissible: the task's safe action where it supplies one (a brake); else the proposal,
+        # With nothing admissible: the task's safe action where it supplies one; else the proposal,
         # which at an infeasible state the constraint fitted to minimise the risk. A constant is no safe action
         # on its own, nor the critics' least risky candidate (measured: docs/design.md, "The gate").
         self.fallback_to_proposal = not task_module

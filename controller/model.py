@@ -101,7 +101,7 @@ class SafeCriticModel(nn.Module):
         self.critic = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
         # Q_C starts at the budget, not at 0.5: from 0.5 every state looks infeasible for the first
         # thousands of updates, the actor learns only to minimise a risk estimate still inflated by the
-        # push-up, and on PointNav it settled on standing still (docs/design.md, "The accident critic").
+        # push-up, and it settled on standing still (docs/design.md, "The accident critic").
         self.critic.start_cost_heads_at(p.cost_limit)
         self.critic_target = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
         self.critic_target.load_state_dict(self.critic.state_dict())

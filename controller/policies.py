@@ -2,8 +2,8 @@
 the successful episodes' prior pi_ref share this one class and shape.
 
 A mixture because the data mixes behaviours (one reckless, one cautious, ...): a single
-Gaussian fitted to them puts its mean between the modes, on actions nobody took (round a
-hazard on the left or the right: straight into it). Means are squashed into [-1, 1]^A; the
+Gaussian fitted to them puts its mean between the modes, on actions nobody took (round an
+obstacle on the left or the right: straight into it). Means are squashed into [-1, 1]^A; the
 density is over actions directly (no tanh Jacobian), so data actions on the box's edge
 (saturated commands) have finite likelihood. A policy *acts* by its mode: the component
 mean with the highest mixture density. All randomness comes from an explicit generator,
@@ -51,8 +51,7 @@ def mode_index(log_w: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -
     most weight while its mean is an action nobody takes. The density is read with every
     std at least MODE_STD_FLOOR: saturated commands pile up on the box's edge, a component
     collapses onto them, and its height alone would make it the mode however little weight it
-    carries (BC on PointNav's successful episodes: 96.5% success, 2.5% accidents without the
-    floor, 99.0% and 0% with it; docs/design.md, "The actor")."""
+    carries (measured on the shipped task: docs/design.md, "The actor")."""
     log_std = log_std.clamp_min(math.log(0.1))  # MODE_STD_FLOOR; a literal: TorchScript reads no module globals
     z = (mean.unsqueeze(-2) - mean.unsqueeze(-3)) / log_std.exp().unsqueeze(-3)  # [B, K(at), K(comp), A]
     comp = (-0.5 * z.pow(2) - log_std.unsqueeze(-3) - 0.5 * math.log(2.0 * math.pi)).sum(-1)

@@ -6,7 +6,7 @@ controller file whose SHA-256 differs from the manifest's (tampered or truncated
 an observation of the wrong shape or type, with messages that say what to fix.
 
     from safecritic.deploy.runtime import load
-    controller = load("releases/pointnav-1a2b3c4d5e6f")
+    controller = load("releases/<run name>-1a2b3c4d5e6f")
     action, record = controller.act(observation)      # numpy in, numpy out
 """
 

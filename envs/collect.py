@@ -132,9 +132,10 @@ def collect_dataset(
     if dataset_exists(data.dataset_id) and not overwrite:
         refuse_existing(data.dataset_id)  # before collecting, not after: no wasted minutes
     start = time.perf_counter()
-    plan = plan_behaviors(data.behaviors, data.episodes, data.seed)
+    weights = data.behaviors or dict.fromkeys(names, 1.0)  # empty: every behaviour of the task, equal shares
+    plan = plan_behaviors(weights, data.episodes, data.seed)
     episodes = collect_episodes(env_id, plan, data.seed, data.workers, progress, config.env.imports)
-    mixture = ", ".join(f"{n} {w:g}" for n, w in data.behaviors.items())
+    mixture = ", ".join(f"{n} {w:g}" for n, w in weights.items())
     description = (
         f"safecritic scripted mixture ({mixture}), seed {data.seed}, {data.episodes} episodes in {env_id}. "
         "Infos per step (N+1 entries, reset first): cost (float in [0, 1]; transition t's cost is "
@@ -159,7 +160,7 @@ def collect_dataset(
 
     path = write_atomically(data.dataset_id, overwrite, create)
     per_behavior = {
-        name: summarize([ep for n, ep in episodes if n == name]) for name in data.behaviors if name in set(plan)
+        name: summarize([ep for n, ep in episodes if n == name]) for name in weights if name in set(plan)
     }
     return CollectSummary(
         dataset_id=data.dataset_id,

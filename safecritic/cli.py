@@ -29,9 +29,9 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from safecritic.configs.loader import load_config
+    from safecritic.pipeline import load
 
-    return load_config(args.config, args.override)
+    return load(args.config, args.override)
 
 
 def _progress(total: int, desc: str, unit: str):
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "collect",
         help="collect a Minari dataset from the config's behaviour mixture",
         description=(
-            "Run the scripted behaviours named in data.behaviors (with their weights) for data.episodes "
+            "Run the scripted behaviours named in data.behaviors (with their weights; empty: all of the task's, equally) for data.episodes "
             "episodes in env.id and write them as the local Minari dataset data.dataset_id, with per-step "
             "cost, accident and success infos. Datasets live under $MINARI_DATASETS_PATH "
             "(default ~/.minari/datasets). An existing dataset is never replaced without --overwrite."

@@ -73,7 +73,7 @@ def build_sets(config: Config, model: SafeCriticModel, data, stride: int) -> tup
     for k in STATE_NOISE:
         noisy = obs_raw + torch.randn(obs_raw.shape, generator=g) * k * data.stats.std
         sets[f"noisy states {k} std"] = (model.normalize_obs(noisy), act)
-    used = set(config.data.behaviors)
+    used = set(config.data.behaviors or behaviors_for(config.env.id))  # empty: every behaviour was used
     left_out = [b for b in behaviors_for(config.env.id) if b not in used]
     if left_out:
         o, a = _behaviour_pairs(config.env.id, left_out[:1], None, ROLLOUT_EPISODES, stride)

@@ -6,10 +6,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from safecritic.configs.errors import RunError
-from safecritic.configs.loader import dump_config, load_config
+from safecritic.configs.loader import dump_config, load_config, preset_path
 from safecritic.configs.schema import Config
 from safecritic.envs.collect import CollectSummary, collect_dataset
 from safecritic.envs.dataset import OfflineData, load_offline_data
+
+
+DEFAULT_PRESET = "pointnav"  # the main job's embedded default (README): `safecritic run` with no -c
+
+
+def load(config_path: str | Path | None, overrides=()) -> Config:
+    """The config at `config_path` (None: the packaged default preset) with overrides, validated."""
+    return load_config(preset_path(DEFAULT_PRESET) if config_path is None else config_path, overrides)
 
 
 def check(config: Config, collecting: bool = False) -> Config:

@@ -11,7 +11,9 @@ from conftest import REPO, SMOKE
 
 
 def test_presets_load_and_default_is_pointnav():
-    default = load_config(None)
+    from safecritic.pipeline import load
+
+    default = load(None)  # the CLI's default: the packaged main preset
     assert default == load_config(REPO / "configs" / "pointnav.yaml")
     assert default.data.dataset_id == "safecritic/pointnav/mixed-v0"
     assert load_config(SMOKE).data.episodes < default.data.episodes
@@ -107,7 +109,7 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
 
 
 def test_faults_default_is_inactive():
-    assert not Config().env.faults.active()
+    assert not load_config(SMOKE).env.faults.active()
     assert load_config(SMOKE, ["env.faults.action_scale=0.5"]).env.faults.active()
 
 

@@ -35,12 +35,12 @@ def test_features_script_and_stay_finite_with_the_goal_or_a_hazard_on_the_agent(
 
 def test_the_task_interface_gives_pointnav_its_features_and_a_users_task_none():
     from safecritic.controller.model import Identity, ModelSpec, SafeCriticModel
-    from safecritic.configs import load_config
+    from safecritic.pipeline import load
     from safecritic.envs.registry import task_for
 
     assert task_for("safecritic/PointNavBullet-v0").features is PointNavFeatures
     assert task_for("SomeUser/Task-v0").features is None and task_for("SomeUser/Task-v0").safe_action is None
-    config = load_config(None)
+    config = load(None)
     model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)))
     assert isinstance(model.features, PointNavFeatures) and model.obs_norm.mean.numel() == 19
     foreign = config.model_copy(update={"env": config.env.model_copy(update={"id": "SomeUser/Task-v0"})})

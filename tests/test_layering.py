@@ -50,3 +50,12 @@ def test_generic_layers_import_no_task_module(folder):
     for name, mods in imported_modules(folder).items():
         tasks = {m for m in mods for t in TASK_MODULES if m.startswith(f"safecritic.envs.{t}")}
         assert not tasks, f"{folder}/{name} imports a task's own module: {sorted(tasks)}"
+
+
+@pytest.mark.parametrize("folder", GENERIC)
+def test_generic_layers_do_not_name_a_shipped_task(folder):
+    """Not in code, defaults or comments: a user's task must work from what the generic layers say."""
+    for path in sorted((REPO / folder).glob("*.py")):
+        text = path.read_text().lower()
+        named = [t for t in TASK_MODULES if t in text]
+        assert not named, f"{folder}/{path.name} names {named}"
