@@ -23,7 +23,6 @@ from safecritic.critics.networks import MLP, EnsembleMLP
 
 # The cap at 0.5 stops one component covering the whole box; the floor keeps densities finite.
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.5
-MODE_STD_FLOOR = 0.1  # in the unit box: 5% of its width (mode_index)
 
 
 class MixtureParams(NamedTuple):
@@ -49,10 +48,10 @@ def mode_index(log_w: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -
 
     Not the heaviest component: a broad component fitted to random actions can carry the
     most weight while its mean is an action nobody takes. The density is read with every
-    std at least MODE_STD_FLOOR: saturated commands pile up on the box's edge, a component
+    std at least 0.1 (5% of the unit box's width): saturated commands pile up on the box's edge, a component
     collapses onto them, and its height alone would make it the mode however little weight it
     carries (measured on the shipped task: docs/design.md, "The actor")."""
-    log_std = log_std.clamp_min(math.log(0.1))  # MODE_STD_FLOOR; a literal: TorchScript reads no module globals
+    log_std = log_std.clamp_min(math.log(0.1))
     z = (mean.unsqueeze(-2) - mean.unsqueeze(-3)) / log_std.exp().unsqueeze(-3)  # [B, K(at), K(comp), A]
     comp = (-0.5 * z.pow(2) - log_std.unsqueeze(-3) - 0.5 * math.log(2.0 * math.pi)).sum(-1)
     return torch.logsumexp(log_w.unsqueeze(-2) + comp, dim=-1).argmax(dim=-1)

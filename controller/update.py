@@ -252,9 +252,8 @@ class Update:
         candidates' values (for `multipliers`) and the metrics."""
         m = self.model
         q_r, q_c, w, in_support = self.constraint_at(batch)
-        loss = -(w.weights * m.actor.log_prob(batch.obs, batch.act)).sum() / w.weights.sum().clamp_min(1e-6)
-        twin = w.unconstrained
-        loss_twin = -(twin * m.unconstrained.log_prob(batch.obs, batch.act)).sum() / twin.sum().clamp_min(1e-6)
+        loss = weighted_nll(m.actor, batch, w.weights)
+        loss_twin = weighted_nll(m.unconstrained, batch, w.unconstrained)
         _step(self.opt["actor"], loss + loss_twin)  # disjoint parameters: one backward, each its own gradient
         return (q_r, q_c, w, in_support), {"actor_loss": loss.detach(), "unconstrained_loss": loss_twin.detach(),
                                            "feasible": w.feasible.float().mean(),
@@ -264,6 +263,11 @@ class Update:
     def multipliers(self, q_r: torch.Tensor, q_c: torch.Tensor, w: Weights, in_support: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each state's Lagrange multiplier of the constraint (0 where it does not bind), summarised."""
         return summarize_multipliers(self.constraint.multipliers(q_r, q_c, w, in_support))
+
+
+def weighted_nll(policy: MixturePolicy, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
+    """-sum_i w_i log pi(a_i | s_i) / sum_i w_i: the weighted maximum likelihood of the data's actions."""
+    return -(weights * policy.log_prob(batch.obs, batch.act)).sum() / weights.sum().clamp_min(1e-6)
 
 
 def task_critic_loss(q_task: torch.Tensor, target: torch.Tensor, sampled, alpha: float) -> tuple[torch.Tensor, dict]:
