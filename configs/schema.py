@@ -67,6 +67,9 @@ class DataConfig(StrictModel):
     successful_quantile: float = Field(
         0.5, ge=0.0, lt=1.0, description="Where the data records no `success` info, a 'successful' episode is a "
         "cost-free one whose return is at or above this quantile of the cost-free episodes' returns.")
+    successful_max_cost: float = Field(
+        0.0, ge=0.0, le=1e6, description="The most summed cost a 'successful' episode may have: 0 (cost-free) where "
+        "costs are accidents; a task judged against an episode cost budget sets its budget.")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "DataConfig":

@@ -180,11 +180,14 @@ class Trainer:
         self.tensors = TrainTensors(self.model, train.obs, train.act, train.rew, train.cost, train.next_obs,
                                     train.terminal, rare)
         self.successful_rows = torch.nonzero(successful_episode_rows(
-            train, self.data.info.has_success, self.config.data.successful_quantile)).flatten()
+            train, self.data.info.has_success, self.config.data.successful_quantile,
+            self.config.data.successful_max_cost)).flatten()
         if not len(self.successful_rows):
             raise RunError(
-                "no training episode is free of cost, so there is nothing to fit pi_ref (the successful episodes' "
-                "behaviour) to: collect data that holds some episodes without any cost"
+                f"no training episode has a summed cost of at most data.successful_max_cost = "
+                f"{self.config.data.successful_max_cost:g}, so there is nothing to fit pi_ref (the successful episodes' "
+                "behaviour) to: collect data that holds such episodes, or, for a task judged against an episode cost "
+                "budget, set data.successful_max_cost to that budget"
             )
         m = self.model
         self.optimizers = {

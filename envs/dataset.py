@@ -64,23 +64,25 @@ def episode_sums(transitions: Transitions, values: torch.Tensor) -> tuple[torch.
     return torch.zeros(len(ids)).index_add_(0, inverse, values.float()), inverse
 
 
-def successful_episode_rows(transitions: Transitions, has_success: bool, quantile: float) -> torch.Tensor:
+def successful_episode_rows(transitions: Transitions, has_success: bool, quantile: float,
+                            max_cost: float = 0.0) -> torch.Tensor:
     """(N,) bool: the rows of the episodes the data counts as successful, for any task.
 
-    Successful = no cost at all, and: where the data records a success signal, it was set;
+    Successful = a summed cost of at most `max_cost` (0: no cost at all; a task judged against an
+    episode budget passes its budget), and: where the data records a success signal, it was set;
     where it does not (a task without a terminal goal), the episode's return is at or above
-    `quantile` of the cost-free episodes' returns. Never "terminated": an episode may end
-    for other reasons, and a time-limited task never terminates."""
+    `quantile` of those episodes' returns. Never "terminated": an episode may end for other
+    reasons, and a time-limited task never terminates."""
     cost, inverse = episode_sums(transitions, transitions.cost)
     returns, _ = episode_sums(transitions, transitions.rew)
-    cost_free = cost == 0
+    within = cost <= max_cost
     if has_success:
         reached, _ = episode_sums(transitions, transitions.success)
-        return (cost_free & (reached > 0))[inverse]
-    if not cost_free.any():
+        return (within & (reached > 0))[inverse]
+    if not within.any():
         return torch.zeros(len(transitions), dtype=torch.bool)
-    bar = torch.quantile(returns[cost_free].double(), quantile).float()
-    return (cost_free & (returns >= bar))[inverse]
+    bar = torch.quantile(returns[within].double(), quantile).float()
+    return (within & (returns >= bar))[inverse]
 
 
 @dataclass

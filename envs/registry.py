@@ -36,6 +36,9 @@ ENV_IDS: dict[str, EnvEntry] = {
     "safecritic/PointNavBullet-v0": EnvEntry(
         "safecritic.envs.pointnav.bullet_env:PointNavBulletEnv", POINTNAV_TASK, "pybullet", POINTNAV_MAX_STEPS
     ),
+    "safecritic/HopperVelocity-v0": EnvEntry(
+        "safecritic.envs.hopper.env:HopperVelocityEnv", "safecritic.envs.hopper:TASK", "mujoco", 1000
+    ),
 }
 # Tasks for gymnasium's own ids (nothing to register, only labelers for their datasets).
 FOREIGN_TASKS: dict[str, str] = {"Hopper-v5": "safecritic.envs.hopper:TASK"}

@@ -167,3 +167,6 @@ def test_successful_episodes_are_defined_for_any_task():
     without = successful_episode_rows(t, has_success=False, quantile=0.5)
     assert without.tolist() == [True, True, False, False, False, False, True, True, False]
     assert successful_episode_rows(t, has_success=False, quantile=0.9).tolist() == [False] * 6 + [True, True, False]
+    # An episode budget of 1: episode 1 (cost 1, return 10) is within it and now the best.
+    budget = successful_episode_rows(t, has_success=False, quantile=0.9, max_cost=1.0)
+    assert budget.tolist() == [False, False, True, True, False, False, False, False, False]

@@ -254,7 +254,8 @@ def test_reference_prior_is_fitted_to_the_successful_episodes_only(smoke_run):
     higher, relative to pi_beta, than the other episodes' actions."""
     config, model, _ = load_trained(smoke_run)
     data = load_offline_data(config.data)
-    mask = successful_episode_rows(data.train, data.info.has_success, config.data.successful_quantile)
+    mask = successful_episode_rows(data.train, data.info.has_success, config.data.successful_quantile,
+                                   config.data.successful_max_cost)
     assert 0 < int(mask.sum()) < len(mask)
     x, a = model.normalize_obs(data.train.obs), model.to_unit_action(data.train.act)
     with torch.no_grad():

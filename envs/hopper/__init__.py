@@ -1,10 +1,12 @@
-"""Gymnasium's Hopper-v5: the Safety-Gymnasium velocity cost, as a labeler for Minari's
-hopper datasets (e.g. `mujoco/hopper/medium-v0`), which were recorded without a cost."""
+"""Hopper under Safety-Gymnasium's velocity limit: the task `safecritic/HopperVelocity-v0`
+(envs/hopper/env.py) and its behaviours (envs/hopper/behaviors.py), and the same cost as a
+labeler for Minari's hopper datasets (e.g. `mujoco/hopper/medium-v0`), recorded without one."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from safecritic.envs.hopper.behaviors import HOPPER_BEHAVIORS
 from safecritic.envs.task import Labeler, Task
 
 # Safety-Gymnasium (v1) velocity threshold for Hopper, in m/s (REFERENCES.md).
@@ -21,5 +23,6 @@ def hopper_velocity(obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> n
 
 TASK = Task(
     name="hopper",
+    behaviors=HOPPER_BEHAVIORS,
     labelers={"hopper_velocity": Labeler(hopper_velocity, HOPPER_OBS_DIM, "Hopper-v5 torso x-velocity > 0.7402 m/s")},
 )
