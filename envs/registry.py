@@ -28,6 +28,9 @@ class EnvEntry:
 # DESIGN.md: PointNav exists in both engines with identical spaces, period and length.
 POINTNAV_MAX_STEPS = 200
 POINTNAV_TASK = "safecritic.envs.pointnav.interface:TASK"
+# PandaReach: the same twin contract (spaces, 0.05 s period, 200 steps) in PyBullet and MuJoCo.
+PANDA_MAX_STEPS = 200
+PANDA_TASK = "safecritic.envs.panda.interface:TASK"
 
 ENV_IDS: dict[str, EnvEntry] = {
     "safecritic/PointNav-v0": EnvEntry(
@@ -35,6 +38,12 @@ ENV_IDS: dict[str, EnvEntry] = {
     ),
     "safecritic/PointNavBullet-v0": EnvEntry(
         "safecritic.envs.pointnav.bullet_env:PointNavBulletEnv", POINTNAV_TASK, "pybullet", POINTNAV_MAX_STEPS
+    ),
+    "safecritic/PandaReach-v0": EnvEntry(
+        "safecritic.envs.panda.bullet_env:PandaReachBulletEnv", PANDA_TASK, "pybullet", PANDA_MAX_STEPS
+    ),
+    "safecritic/PandaReachMj-v0": EnvEntry(
+        "safecritic.envs.panda.mujoco_env:PandaReachMujocoEnv", PANDA_TASK, "mujoco", PANDA_MAX_STEPS
     ),
     "safecritic/HopperVelocity-v0": EnvEntry(
         "safecritic.envs.hopper.env:HopperVelocityEnv", "safecritic.envs.hopper:TASK", "mujoco", 1000

@@ -71,5 +71,11 @@ class Task:
     labelers: Mapping[str, Labeler] = field(default_factory=dict)
 
 
+def safety_info(cost: float = 0.0, accident: bool = False, success: bool = False) -> dict[str, Any]:
+    """The info a goal-reaching task returns at reset and on every step: the same keys each time,
+    since Minari stores infos with N+1 entries (the reset's first)."""
+    return {"cost": cost, "accident": accident, "success": success}
+
+
 GENERIC = Task("generic")
 """What a task without a module of its own gets: nothing beyond its env."""

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from safecritic.envs.task import safety_info
 from safecritic.envs.pointnav.task import (
     Layout,
     PointNavParams,
@@ -55,11 +56,6 @@ class PointNavEnv(gym.Env):
     def _make_sim(self) -> PointMassSim:
         raise NotImplementedError
 
-    @staticmethod
-    def _info(cost: float = 0.0, accident: bool = False, success: bool = False) -> dict[str, Any]:
-        # Same keys at reset and on every step (Minari stores infos with N+1 entries).
-        return {"cost": cost, "accident": accident, "success": success}
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """`options={"layout": Layout}` fixes the geometry (tests, plots)."""
         super().reset(seed=seed)
@@ -68,7 +64,7 @@ class PointNavEnv(gym.Env):
         self.sim.reset(np.asarray(self.layout.start, dtype=np.float64))
         pos, vel = self.sim.state()
         self._pos = pos
-        return observe(pos, vel, self.layout), self._info()
+        return observe(pos, vel, self.layout), safety_info()
 
     def step(self, action):
         if self.layout is None:
@@ -83,7 +79,7 @@ class PointNavEnv(gym.Env):
         reward, cost, accident, success = outcome(self._pos, pos, self.layout, self.params)
         self._pos = pos
         obs = observe(pos, vel, self.layout)
-        return obs, reward, accident or success, False, self._info(cost, accident, success)
+        return obs, reward, accident or success, False, safety_info(cost, accident, success)
 
     def set_dynamics(self, mass_scale: float = 1.0, damping_scale: float = 1.0) -> None:
         """Scale mass and damping (the dynamics-shift fault); persists across resets."""

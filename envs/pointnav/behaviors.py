@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from safecritic.envs.random_walk import RandomWalk
+
 from safecritic.envs.pointnav.task import PointNavParams
 
 _PARAMS = PointNavParams()
@@ -88,34 +90,16 @@ class Cautious:
 
 
 @dataclass
-class Random:
-    """A random walk: a random heading and throttle held for a few steps, then another.
+class Random(RandomWalk):
+    """PointNav's random walk (envs/random_walk.py): a heading uniform in angle and a throttle in
+    [0.1, 1), held for 4-15 steps."""
 
-    Temporally correlated on purpose (like Ornstein-Uhlenbeck exploration): i.i.d.
-    uniform actions jitter in place near the start and never reach a hazard, while a
-    walk roams the arena and bumps into hazards at every speed and angle. That is the
-    "what not to do" the accident critic needs beyond reckless's full-speed crashes
-    (docs/design.md, "The data").
-    """
-
-    name: str = "random"
-    hold: tuple[int, int] = (4, 16)  # steps a heading is held: uniform in [4, 16)
+    dim: int = 2
     throttle: tuple[float, float] = (0.1, 1.0)
-    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
-    _left: int = 0
-    _action: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.float32), repr=False)
 
-    def reset(self, rng: np.random.Generator) -> None:
-        self._rng, self._left = rng, 0
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        if self._left <= 0:
-            angle = self._rng.uniform(0.0, 2.0 * np.pi)
-            magnitude = self._rng.uniform(*self.throttle)
-            self._action = np.clip(magnitude * np.array([np.cos(angle), np.sin(angle)]), -1.0, 1.0).astype(np.float32)
-            self._left = int(self._rng.integers(*self.hold))
-        self._left -= 1
-        return self._action.copy()
+    def direction(self, rng: np.random.Generator) -> np.ndarray:
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        return np.array([np.cos(angle), np.sin(angle)])
 
 
 @dataclass
