@@ -100,6 +100,16 @@ class Replay:
         self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.done[i] = o, a, r, o2, d
         self.size += 1
 
+    def state(self) -> dict:
+        """Plain arrays for the checkpoint (no pickled class: loads however the script was started)."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Replay":
+        replay = cls.__new__(cls)
+        vars(replay).update(state)
+        return replay
+
     def sample(self, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
         idx = rng.integers(0, min(self.size, self.capacity), n)
         return [torch.as_tensor(x[idx]) for x in (self.obs, self.act, self.rew, self.next_obs, self.done)]
@@ -195,7 +205,7 @@ def train(runner: str, steps: int, out: Path, work: Path, seed: int, checkpoint_
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         agent.load(state["agent"])
-        replay, start, rng = state["replay"], state["step"], state["rng"]
+        replay, start, rng = Replay.from_state(state["replay"]), state["step"], state["rng"]
         torch.set_rng_state(state["torch_rng"])
     obs, _ = env.reset(seed=seed + start)
     warmup, batch = 5000, 256
@@ -213,7 +223,7 @@ def train(runner: str, steps: int, out: Path, work: Path, seed: int, checkpoint_
         if step >= warmup:
             agent.update(*replay.sample(batch, rng))
         if (step + 1) % checkpoint_every == 0:
-            atomic_save({"agent": agent.state(), "replay": replay, "step": step + 1, "rng": rng,
+            atomic_save({"agent": agent.state(), "replay": replay.state(), "step": step + 1, "rng": rng,
                          "torch_rng": torch.get_rng_state()}, ckpt)
     figures = evaluate(agent.actor)
     out.parent.mkdir(parents=True, exist_ok=True)
