@@ -122,13 +122,19 @@ def _gap_note(check: dict[str, Any], engine: dict[str, Any]) -> str:
     ref = engine.get("reference")
     if check.get("key") != "return_reference" or not ref or "gap" not in ref:
         return ""
+    if not engine.get("summary", {}).get("reports_success", True):
+        return ""  # no success signal: nothing is "finished", so there is no split to report
     u, b = ref["gap"]["unfinished"], ref["gap"]["both_finished"]
     return (f"; {u['contribution']:+.2f} from {u['episodes']} unfinished episode(s), "
             f"{b['contribution']:+.2f} from the pace of the {b['episodes']} both finished")
 
 
-def _gap_line(name: str, gap: dict[str, Any], listed: int = 10) -> str:
-    """The return gap to the reference behaviour, split into what the controller can fix."""
+def _gap_line(name: str, gap: dict[str, Any], reports_success: bool = True, listed: int = 10) -> str:
+    """The return gap to the reference behaviour, split into what the controller can fix (where the
+    task reports success: episodes not finished, pace)."""
+    if not reports_success:
+        return (f"Return against `{name}`, per episode: {gap['gap']:+.2f} (the task reports no success, so the gap "
+                "is not split by finished episodes).")
     u, b, o = gap["unfinished"], gap["both_finished"], gap["only_controller_finished"]
     which = ", ".join(f"{e['outcome']} #{e['index']}" for e in u["list"][:listed])
     more = f" and {len(u['list']) - listed} more (report.json)" if len(u["list"]) > listed else ""
@@ -203,10 +209,11 @@ def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
                   f"Latency per call: p50 {s['latency_us']['p50']:.0f} µs, p99 {s['latency_us']['p99']:.0f} µs.", ""]
         ref = e.get("reference")
         if ref:
-            lines += [f"Reference `{ref['name']}` on the same episodes: success {_pct(ref['success_rate'])}, "
+            ref_success = f"success {_pct(ref['success_rate'])}, " if s.get("reports_success", True) else ""
+            lines += [f"Reference `{ref['name']}` on the same episodes: {ref_success}"
                       f"accidents {_pct(ref['accident_rate'])}, mean cost {ref['mean_cost']:.3g}, mean return "
                       f"{ref['mean_return']:.2f}, mean length {ref['mean_length']:.1f}.", ""]
-            lines += [_gap_line(ref["name"], ref["gap"]), ""]
+            lines += [_gap_line(ref["name"], ref["gap"], s.get("reports_success", True)), ""]
     lines += ["## Ablations (same episodes)", "",
               "| variant | env | return | success | accident rate [95% bounds] | mean cost | policy / other / fallback | OOD alarms | p99 µs |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -363,6 +363,11 @@ def test_return_gap_splits_into_unfinished_episodes_and_pace():
     none_finished = return_gap([ours(0, 1.0, False)], [{"ret": 2.0, "success": False, "length": 200}])
     assert none_finished["both_finished"]["mean_length"] is None and "pace" not in _gap_line("cautious", none_finished)
     json.dumps(none_finished, allow_nan=False)  # report.json stays strict JSON
+    # A task without a success signal: no episode is "finished", so no split is claimed.
+    assert _gap_line("slow", gap, reports_success=False) == (
+        "Return against `slow`, per episode: -7.15 (the task reports no success, so the gap is not split by "
+        "finished episodes).")
+    assert _gap_note({"key": "return_reference"}, {"reference": {"gap": gap}, "summary": {"reports_success": False}}) == ""
 
 
 def test_criterion_numbers_keep_the_digits_that_decide_a_bar():
