@@ -145,7 +145,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     controllers = list(dict.fromkeys(r["controller"] for r in rows))
-    colour = {c: plt.cm.tab10(i % 10) for i, c in enumerate(controllers)}
+    colour = {c: plt.cm.tab20(i % 20) for i, c in enumerate(controllers)}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 2.2, 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in rows if r["task"] == task]
