@@ -83,8 +83,7 @@ def row(task: str, env_id: str, controller: str, episodes: list[dict[str, Any]],
 
 
 def train_plain_cql(config: Config, updates: int):
-    """Plain CQL trained on the run's data: the controller-interface policy (actions, empty record)."""
-    import torch
+    """Plain CQL trained on the run's data: its deterministic policy, with the controller interface."""
     from tqdm import tqdm
 
     from plain_cql import PlainCQL
@@ -93,14 +92,7 @@ def train_plain_cql(config: Config, updates: int):
     step = learner.update_step()
     for _ in tqdm(range(updates), desc=f"plain CQL ({config.run.name})", mininterval=5):
         step()
-    policy = learner.policy()
-
-    def controller(obs: torch.Tensor):
-        with torch.no_grad():
-            out = policy(obs)
-        return out if isinstance(out, tuple) else (out, obs.new_zeros(obs.shape[0], 0))
-
-    return controller
+    return learner.policy()  # (actions, record), as rollout_policy calls it
 
 
 def run_rows(run_dir: Path, plain_cql: Path | None, plain_cql_updates: int) -> list[dict[str, Any]]:

@@ -72,6 +72,9 @@ class PandaReachEnv(gym.Env):
         self._q_ref = np.zeros(7)
         self._posture = np.zeros(7)
         self._rotation = np.eye(3)
+        # (q, dq, bias, mass) of the current state: a step starts where the last one (or the reset)
+        # measured, so the bias torques and the mass matrix are not computed twice for one state.
+        self._measured: tuple[np.ndarray, ...] | None = None
 
     def _make_sim(self) -> ArmSim:
         raise NotImplementedError
@@ -83,7 +86,8 @@ class PandaReachEnv(gym.Env):
         self.layout = layout if layout is not None else sample_layout(self.np_random, self.params)
         q0 = np.asarray(self.layout.q0, dtype=np.float64)
         self.sim.reset(q0, self.layout)
-        q, dq, *_ = self.sim.measure()
+        self._measured = self.sim.measure()
+        q, dq, *_ = self._measured
         self._ee, self._rotation = self.sim.ee_pose()
         self._q_ref, self._posture = q0.copy(), q0.copy()
         return observe(q, dq, self._ee, self.layout), safety_info()
@@ -97,7 +101,7 @@ class PandaReachEnv(gym.Env):
         if not np.all(np.isfinite(act)):
             raise ValueError(f"PandaReach action must be finite, got {act}")
         p = self.params
-        q, dq, bias, mass = self.sim.measure()
+        q, dq, bias, mass = self._measured if self._measured is not None else self.sim.measure()
         _, rotation = self.sim.ee_pose()
         dq_ref = joint_velocity(np.clip(act, -1.0, 1.0) * p.max_speed, self.sim.jacobian(), rotation,
                                 self._rotation, q, self._posture, self.model, p)
@@ -111,7 +115,8 @@ class PandaReachEnv(gym.Env):
             torque = servo_torque(q, dq, self._q_ref, dq_ref, bias, bias / self._mass_scale, mass, dt, self.model, p)
             self.sim.actuate(torque)
             touched = self.sim.touching() or touched
-        q, dq, *_ = self.sim.measure()
+        self._measured = self.sim.measure()
+        q, dq, *_ = self._measured
         ee, _ = self.sim.ee_pose()
         reward, cost, accident, success = outcome(self._ee, ee, touched, self.layout, p)
         self._ee = ee
@@ -125,6 +130,7 @@ class PandaReachEnv(gym.Env):
             raise ValueError(f"mass_scale must be > 0 and damping_scale >= 0, got {mass_scale}, {damping_scale}")
         self._mass_scale = float(mass_scale)
         self.sim.set_dynamics(mass_scale, damping_scale)
+        self._measured = None  # new masses: new bias torques and mass matrix
 
     def close(self) -> None:
         self.sim.close()

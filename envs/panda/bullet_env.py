@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from safecritic.envs.bullet import direct_client, pybullet
 from safecritic.envs.panda.base import PandaReachEnv
 from safecritic.envs.panda.task import PandaLayout, PandaReachParams
 from safecritic.envs.panda.urdf import EE_LINK, urdf_file
 
-# Quiets PyBullet's C banner; PointNav's helper, imported with its module (which imports pybullet).
-from safecritic.envs.pointnav.bullet_env import _quiet_c_output, bullet_client, pybullet
 
 ARM = list(range(7))  # joint indices of panda_joint1..7 in the URDF's order
 EE_INDEX = 11  # link index of panda_grasptarget (checked at load)
@@ -30,8 +29,7 @@ class BulletArm:
 
     def __init__(self, params: PandaReachParams) -> None:
         self.params = params
-        with _quiet_c_output():
-            self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        self.client = direct_client()
         self._zeros = [0.0] * len(ARM)
         self._scales = (1.0, 1.0)
         self._build()

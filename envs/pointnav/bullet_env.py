@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-from contextlib import contextmanager
 from importlib import resources
-from typing import Iterator
 
 import numpy as np
 
+from safecritic.envs.bullet import direct_client, pybullet
 from safecritic.envs.pointnav.base import PointNavEnv
 from safecritic.envs.pointnav.task import PointNavParams
-
-
-@contextmanager
-def _quiet_c_output() -> Iterator[None]:
-    """PyBullet's C code prints a banner on import and connect; keep the terminal clean.
-
-    Python exceptions are unaffected (they are raised, not printed, in here).
-    """
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        ctypes.CDLL(None).fflush(None)  # C stdio buffers the banner: flush it into devnull
-        for fd, saved_fd in zip((1, 2), saved):
-            os.dup2(saved_fd, fd)
-            os.close(saved_fd)
-
-
-with _quiet_c_output():
-    import pybullet
-    from pybullet_utils import bullet_client
 
 
 class BulletPointMass:
@@ -45,8 +18,7 @@ class BulletPointMass:
 
     def __init__(self, params: PointNavParams) -> None:
         self.params = params
-        with _quiet_c_output():
-            self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        self.client = direct_client()
         self.client.setGravity(0, 0, 0)
         self.client.setTimeStep(params.control_period / params.substeps)
         urdf = resources.files("safecritic.envs").joinpath("assets/pointnav_agent.urdf")
