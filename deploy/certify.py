@@ -8,13 +8,17 @@ bounds (a two-sided 90% interval) so its upper end is the number judged.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
+from safecritic.configs.errors import RunError
 from safecritic.configs.schema import CriteriaConfig
+from safecritic.deploy.artifact import DIGEST_FILE, MANIFEST_FILE, SIGNATURE_FILE
+from safecritic.deploy.runtime import ArtifactError, load, read_verified
 
 CONFIDENCE = 0.95
 
@@ -87,19 +91,76 @@ def judge(summary: dict[str, Any], criteria: CriteriaConfig, reference_return: f
     return out
 
 
-def release(artifact_dir: Path, report_dir: Path | None, releases_dir: Path, name: str, sha256: str) -> Path:
-    """Copy a passing artifact (and its report) to releases/<name>-<sha12>/, atomically."""
-    target = Path(releases_dir) / f"{name}-{sha256[:12]}"
-    if target.exists():
-        return target  # the same bytes were released before
+def check_artifact(artifact_dir: Path) -> tuple[dict[str, Any], str]:
+    """(manifest, digest) of an artifact after every check the runtime makes, the module
+    loaded and cross-checked against its manifest: what certification judges and reports
+    (thresholds, spaces) is then what the module holds. ArtifactError otherwise."""
+    controller = load(artifact_dir, threads=None)
+    return controller.manifest, controller.digest
+
+
+def check_report(report_dir: Path, digest: str) -> None:
+    """Refuse a report folder whose report.json certifies another artifact (or none)."""
+    path = Path(report_dir) / "report.json"
+    try:
+        certified = json.loads(path.read_text()).get("artifact_digest")
+    except (OSError, ValueError, AttributeError):
+        raise RunError(f"{path} is missing or not a certification report: certify the artifact again") from None
+    if certified != digest:
+        raise RunError(f"{path} certifies artifact {str(certified)[:16]}..., not this one ({digest[:16]}...): "
+                       "a report from another export; certify this artifact (safecritic certify ARTIFACT_DIR)")
+
+
+def release(artifact_dir: Path, report_dir: Path | None, releases_dir: Path, name: str, digest: str,
+            sign_key: Path | None = None) -> Path:
+    """Copy a passing artifact (every file its manifest lists, the manifest, the digest, and
+    the report certifying that digest) to releases/<name>-<digest12>/, atomically; with
+    `sign_key`, signed (signature.json) before it appears."""
+    target = Path(releases_dir) / f"{name}-{digest[:12]}"
+    if report_dir is not None and Path(report_dir).is_dir():
+        check_report(report_dir, digest)
+    if target.exists():  # the same artifact was released before
+        try:
+            released = read_verified(target)
+        except ArtifactError as exc:
+            raise RunError(f"{target} exists but does not verify ({exc}); move it away and release again") from None
+        if released.digest != digest:
+            raise RunError(f"{target} holds artifact {released.digest[:16]}..., not {digest[:16]}...; move it away")
+        if sign_key is not None:
+            _sign_existing(target, sign_key)
+        return target
     staging = target.with_name(f".staging-{uuid.uuid4().hex[:8]}-{target.name}")
     staging.mkdir(parents=True)
     try:
-        for item in ("controller.pt", "manifest.json"):
-            shutil.copy2(Path(artifact_dir) / item, staging / item)
+        source = Path(artifact_dir)
+        for item in (*read_verified(source).files, MANIFEST_FILE, DIGEST_FILE):
+            shutil.copy2(source / item, staging / item)
+        if (source / SIGNATURE_FILE).is_file() and sign_key is None:
+            shutil.copy2(source / SIGNATURE_FILE, staging / SIGNATURE_FILE)
         if report_dir is not None and Path(report_dir).is_dir():
             shutil.copytree(report_dir, staging / "report")
+        copied = read_verified(staging).digest  # what lands in releases/ is checked, not its source
+        if copied != digest:
+            raise RunError(f"{artifact_dir} changed while it was certified (digest {copied[:16]}... vs "
+                           f"{digest[:16]}...); certify it again")
+        if sign_key is not None:
+            from safecritic.deploy.signing import sign_artifact
+
+            sign_artifact(staging, sign_key)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _sign_existing(target: Path, sign_key: Path) -> None:
+    """Sign an earlier, unsigned release of the same artifact; never replace another key's signature."""
+    from safecritic.deploy.runtime import read_signature
+    from safecritic.deploy.signing import sign_artifact, signer_id
+
+    signature = read_signature(target)
+    if signature is None:
+        sign_artifact(target, sign_key)
+    elif signature["key_id"] != signer_id(sign_key):
+        raise RunError(f"{target} was released before, signed by key {signature['key_id']}; a release is never "
+                       f"re-signed in place: move it away to release it again, or sign a copy with `safecritic sign`")

@@ -1,9 +1,12 @@
-"""Export a trained run's controller: TorchScript file + manifest, after a parity check.
+"""Export a trained run's controller: TorchScript file + manifest + digest, after a parity check.
 
 The scripted module must match the eager one on real observations (max abs diff
-<= 1e-5) before anything is written; both files are written atomically, the manifest
-last, and it carries the SHA-256 of the .pt so the runtime can refuse a tampered or
-truncated file.
+<= 1e-5) before anything is written. The module carries the facts the manifest states
+about it (spaces, bounds, thresholds, candidates, safe action: FACTS_ATTRIBUTE), so the
+runtime refuses a manifest edited to say otherwise; the manifest lists every payload
+file's SHA-256, and the `digest` file holds the SHA-256 of the manifest's canonical JSON
+(one digest over module and manifest, which names releases and signatures sign). Files
+are written atomically, payload first, the digest last.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,9 @@ from safecritic.configs.schema import Config
 from safecritic.controller.gate import DECISIONS, RECORD_FIELDS, GatedController, PolicyController
 from safecritic.controller.model import ConstantAction
 from safecritic.controller.training import RunPaths, load_trained
-from safecritic.deploy.artifact import CONTROLLER_FILE, FORMAT_VERSION, MANIFEST_FILE
+from safecritic.deploy.artifact import (CONTROLLER_FILE, DIGEST_FILE, FACTS_ATTRIBUTE, FORMAT_VERSION, MANIFEST_FILE,
+                                        SIGNATURE_FILE)
+from safecritic.deploy.runtime import artifact_digest, canonical_json
 from safecritic.envs.dataset import load_offline_data
 
 PARITY_TOLERANCE = 1e-5  # DESIGN.md: max abs diff between scripted and eager outputs
@@ -84,6 +90,37 @@ def parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, obs: torch.
     return float(max(diff))
 
 
+def module_facts(controller: torch.nn.Module, obs_dim: int, thresholds: dict[str, float]) -> dict[str, Any]:
+    """What the manifest states about the module, read from the module's own buffers where it
+    holds them (a gate's thresholds; a bare policy holds none, so the manifest's are recorded)."""
+    def held(name: str, fallback: float) -> float:
+        return float(getattr(controller, name)) if hasattr(controller, name) else float(fallback)
+
+    return {"format_version": FORMAT_VERSION, "obs_dim": int(obs_dim), "act_dim": int(controller.act_low.numel()),
+            "act_low": controller.act_low.tolist(), "act_high": controller.act_high.tolist(),
+            "cost_threshold": held("cost_threshold", thresholds["cost"]),
+            "ood_threshold": held("ood_threshold", thresholds["ood"]),
+            "candidates": int(controller.candidate_count), "safe_action": controller.safe_action.tolist(),
+            "record_fields": list(RECORD_FIELDS)}
+
+
+def write_artifact(out_dir: Path, payload: dict[str, bytes], manifest: dict[str, Any]) -> str:
+    """Write the payload files, the manifest listing their SHA-256 (manifest["files"]) and the
+    digest, in that order; returns the digest. A stale digest or signature goes first, so a
+    crash midway leaves an artifact the runtime refuses as unfinished, never one it trusts."""
+    out_dir = Path(out_dir)
+    for stale in (DIGEST_FILE, SIGNATURE_FILE):
+        if (out_dir / stale).is_file():
+            os.unlink(out_dir / stale)
+    manifest["files"] = {name: hashlib.sha256(blob).hexdigest() for name, blob in payload.items()}
+    for name, blob in payload.items():
+        atomic_write_bytes(out_dir / name, blob)
+    atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    digest = artifact_digest(manifest)
+    atomic_write_text(out_dir / DIGEST_FILE, digest + "\n")
+    return digest
+
+
 def script_bytes(module: torch.nn.Module) -> tuple[torch.jit.ScriptModule, bytes]:
     scripted = torch.jit.script(module)
     buffer = io.BytesIO()
@@ -119,12 +156,14 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
     if gate_overrides:
         config = with_gate_overrides(config, gate_overrides)
     controller = build_controller(model, config, variant)
+    thresholds = {"cost": config.gate.cost_threshold, "ood": float(model.ood_tau),
+                  "ood_false_alarm_rate": config.critics.ood.false_alarm_rate}
+    setattr(controller, FACTS_ATTRIBUTE, canonical_json(module_facts(controller, model.spec.obs_dim, thresholds)).decode())
     scripted, blob = script_bytes(controller)
     worst = parity(controller, scripted, obs)
     if not worst <= PARITY_TOLERANCE:
         raise RunError(f"TorchScript parity check failed: max abs diff {worst:.3g} > {PARITY_TOLERANCE}; nothing written")
     out_dir = Path(out_dir) if out_dir else run_dir / "artifact"
-    sha = hashlib.sha256(blob).hexdigest()
     summary_path = RunPaths(run_dir).summary
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     manifest = {
@@ -133,12 +172,9 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
         "safecritic_version": package_version(),
         "torch_version": torch.__version__,
         "variant": {"name": variant.name, "description": variant.description},
-        "controller_file": CONTROLLER_FILE,
-        "sha256": sha,
         "observation_space": {"shape": [model.spec.obs_dim], "dtype": "float32"},
         "action_space": {"shape": [model.spec.act_dim], "low": list(model.spec.act_low), "high": list(model.spec.act_high)},
-        "thresholds": {"cost": config.gate.cost_threshold, "ood": float(model.ood_tau),
-                       "ood_false_alarm_rate": config.critics.ood.false_alarm_rate},
+        "thresholds": thresholds,
         "candidates": int(controller.candidate_count),
         "safe_action": {"constant": controller.safe_action.tolist(),
                         "module": (type(controller.safe_module).__name__ if variant.kind == "gated"
@@ -152,6 +188,5 @@ def export_run(run_dir: Path, out_dir: Path | None = None, variant: Variant = FU
                      "constraint": state["calibration"].get("constraint"),
                      "critic_updates_per_s": summary.get("critic_updates_per_s")},
     }
-    atomic_write_bytes(out_dir / CONTROLLER_FILE, blob)
-    atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    write_artifact(out_dir, {CONTROLLER_FILE: blob}, manifest)
     return manifest

@@ -11,6 +11,7 @@ from safecritic.configs.schema import Config
 from safecritic.deploy import plots
 from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes, episode_records, return_gap
 from safecritic.deploy.certify import judge
+from safecritic.deploy.runtime import artifact_digest
 from safecritic.envs.registry import task_for
 from safecritic.envs.rollout import summarize
 
@@ -72,7 +73,7 @@ def build_report(
         "run": config.run.name,
         "passed": passed,
         "failed_criteria": failed,
-        "artifact_sha256": manifest["sha256"],
+        "artifact_digest": artifact_digest(manifest),  # what this report certifies (release checks it)
         "dataset": manifest["dataset"],
         "thresholds": manifest["thresholds"],
         "safe_action": manifest["safe_action"],
@@ -183,7 +184,7 @@ def _training_line(report: dict[str, Any]) -> list[str]:
 
 def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     lines = [f"# Certification report: {report['run']}", "",
-             f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact SHA-256 `{report['artifact_sha256']}`; "
+             f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact digest `{report['artifact_digest']}`; "
              f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
              f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
              f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}.", ""]

@@ -178,8 +178,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     manifest = export(args.run_dir, args.out, args.variant, gate_overrides=args.override)
     out = args.out or args.run_dir / "artifact"
-    print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json)")
-    print(f"sha256   {manifest['sha256']}")
+    from safecritic.deploy.runtime import artifact_digest
+
+    print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json, digest)")
+    print(f"digest   {artifact_digest(manifest)} (SHA-256 over the manifest, which lists every file's SHA-256)")
     print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
     print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")
@@ -214,7 +216,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     config = _artifact_config(args)
     total = config.deploy.episodes * len(config.env.eval_ids)
     with _progress(total, "evaluate", "ep") as bar:
-        report = certify(args.artifact_dir, config, args.report_dir, progress=bar.update, do_release=not args.no_release)
+        report = certify(args.artifact_dir, config, args.report_dir, progress=bar.update, do_release=not args.no_release,
+                         sign_key=args.sign_key)
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
 
@@ -234,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[{number}/{len(names)}] {message}", file=sys.stderr, flush=True)
 
     report = run_all(config, args.run_dir, stage, lambda total, desc: _progress(total, desc, "ep"), BarProgress(),
-                     config_path=args.config)
+                     config_path=args.config, sign_key=args.sign_key)
     minutes = (time.perf_counter() - start) / 60
     print()
     print(f"safecritic run {config.run.name}: {minutes:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in report['timings'].items() if v >= 1)})")
@@ -261,6 +264,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = certify(run_dir / "artifact", None, run_dir / "report", ablations, do_release=False)
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from safecritic.deploy.signing import generate_key
+
+    public, key = generate_key(args.out)
+    print(f"private key {args.out} (mode 0600: keep it secret; sign with --key / --sign-key {args.out})")
+    print(f"public key  {public} (key id {key}: give it to robots, load(..., trusted_keys=[{str(public)!r}]))")
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from safecritic.deploy.signing import sign_artifact
+
+    key, digest = sign_artifact(args.artifact_dir, args.key)
+    print(f"signed   {args.artifact_dir}/signature.json with key {key}")
+    print(f"digest   {digest}")
+    return EXIT_OK
+
+
+def _add_sign_key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sign-key", type=Path, default=None, metavar="PRIVATE_KEY",
+                   help="sign the release with this Ed25519 key (`safecritic keygen`); robots that load it with "
+                        "trusted_keys=[KEY.pub] refuse anything else")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="export a trained run's gated controller to TorchScript + manifest",
         description=(
             "Script the gated controller (or one of its ablations), check it against the eager module on "
-            "dataset observations (max abs diff <= 1e-5), and write controller.pt and manifest.json (spaces, "
-            "thresholds, candidates, dataset id and hash, config, training metrics, torch version, SHA-256)."
+            "dataset observations (max abs diff <= 1e-5), and write controller.pt (carrying the facts the manifest "
+            "states about it), manifest.json (spaces, thresholds, candidates, dataset id and hash, config, training "
+            "metrics, torch version, every file's SHA-256) and digest (SHA-256 of the manifest)."
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory")
@@ -368,18 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=helptext,
             description=(
                 f"{helptext[0].upper() + helptext[1:]}. The exported file runs (through the torch+numpy runtime, "
-                "hash-checked), not Python objects: deploy.episodes episodes per engine in env.eval_ids from fixed "
+                "digest-checked, the module against its manifest), not Python objects: deploy.episodes episodes per engine in env.eval_ids from fixed "
                 "seeds (deploy.seed), spread over data.workers processes, with env.faults applied. Without -c, "
                 "the config stored in the artifact's manifest is used (overrides still apply)."
                 + (" Exit code 1 and nothing released when any criterion fails." if name == "certify" else "")
             ),
         )
-        p.add_argument("artifact_dir", type=Path, help="folder with controller.pt and manifest.json")
+        p.add_argument("artifact_dir", type=Path, help="artifact folder (controller.pt, manifest.json, digest)")
         _add_config_args(p)
         p.set_defaults(config=None)
         if name == "certify":
             p.add_argument("--report-dir", type=Path, default=None, help="report folder (default ARTIFACT_DIR/report)")
             p.add_argument("--no-release", action="store_true", help="judge and report, but do not release")
+            _add_sign_key_arg(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser(
@@ -394,7 +423,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     _add_run_dir_arg(p)
+    _add_sign_key_arg(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing releases",
+                       description="Write a new Ed25519 private key to OUT (PEM, mode 0600) and its public key to "
+                                   "OUT.pub. Sign with `safecritic sign` or `certify/run --sign-key OUT`; a robot "
+                                   "trusts OUT.pub: runtime.load(ARTIFACT, trusted_keys=['OUT.pub']). Needs the "
+                                   "cryptography package (pip install 'safecritic[sign]').")
+    p.add_argument("out", type=Path, help="private key file to write (never replaced)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign an artifact folder or release (signature.json)",
+                       description="Check an artifact as the runtime does (digest, files, module against manifest), "
+                                   "then write signature.json: an Ed25519 signature of its digest, which covers the "
+                                   "manifest and every file it lists. Replaces an earlier signature.")
+    p.add_argument("artifact_dir", type=Path, help="artifact folder or release")
+    p.add_argument("--key", type=Path, required=True, metavar="PRIVATE_KEY", help="the private key `keygen` wrote")
+    p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("report", help="rebuild a run's certification report from its saved evaluations",
                        description="Re-judge and re-render RUN_DIR/report from the evaluations already saved (no rollouts, no release).")

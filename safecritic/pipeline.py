@@ -124,12 +124,14 @@ def _eval_settings(config: Config) -> dict[str, Any]:
 
 
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """The artifact's manifest, after the runtime's format and SHA-256 checks (the
-    controller itself is loaded by the evaluation workers, not here)."""
-    from safecritic.deploy.runtime import ArtifactError, read_verified
+    """The artifact's manifest, after every check the runtime makes (structure, digest, files,
+    the module loaded and cross-checked against it), so a bad artifact stops here, before
+    any worker starts."""
+    from safecritic.deploy.certify import check_artifact
+    from safecritic.deploy.runtime import ArtifactError
 
     try:
-        return read_verified(artifact_dir)[0]
+        return check_artifact(artifact_dir)[0]
     except ArtifactError as exc:
         raise RunError(str(exc)) from None
 
@@ -151,6 +153,7 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
 
     from safecritic.configs.fileio import atomic_write_text
     from safecritic.deploy.evaluate import episodes_as_dicts, evaluate_artifacts, summarize_env
+    from safecritic.deploy.runtime import artifact_digest
 
     manifests = {Path(a): read_manifest(Path(a)) for a in artifact_dirs}
     config = check(config or Config.model_validate(next(iter(manifests.values()))["config"]))
@@ -160,7 +163,7 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
         path = folder / "evaluation.json"
         if reuse and path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("artifact_sha256") == manifest["sha256"] and saved.get("settings") == _eval_settings(config):
+            if saved.get("artifact_digest") == artifact_digest(manifest) and saved.get("settings") == _eval_settings(config):
                 out[folder] = saved
                 continue
         todo.append(folder)
@@ -169,7 +172,7 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
         for folder in todo:
             manifest = manifests[folder]
             evaluation = {
-                "artifact_sha256": manifest["sha256"],
+                "artifact_digest": artifact_digest(manifest),
                 "variant": manifest["variant"]["name"],
                 "settings": _eval_settings(config),
                 "envs": {env_id: {"summary": summarize_env(ev), "episodes": episodes_as_dicts(ev)}
@@ -182,12 +185,18 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
 
 def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path | None = None,
             ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
-            do_release: bool = True) -> dict[str, Any]:
-    """Stage 7: judge the criteria per engine, write the report, release on a pass."""
+            do_release: bool = True, sign_key: Path | None = None) -> dict[str, Any]:
+    """Stage 7: judge the criteria per engine, write the report, release on a pass (signed
+    with `sign_key` when given)."""
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
+    from safecritic.deploy.runtime import artifact_digest
 
     artifact_dir = Path(artifact_dir)
+    if sign_key is not None and do_release:
+        from safecritic.deploy.signing import signer_id
+
+        signer_id(sign_key)  # a wrong key path must not cost an evaluation
     manifest = read_manifest(artifact_dir)
     config = check(config or Config.model_validate(manifest["config"]))
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
@@ -202,13 +211,13 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     report["released_to"] = None
     if report["passed"] and do_release:
         report["released_to"] = str(release(artifact_dir, report_dir, config.deploy.releases_dir, config.run.name,
-                                            manifest["sha256"]))
+                                            artifact_digest(manifest), sign_key))
     return report
 
 
 def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], None] | None = None,
             bar: Callable[[int, str], Any] | None = None, train_progress=None,
-            config_path: Path | None = None) -> dict[str, Any]:
+            config_path: Path | None = None, sign_key: Path | None = None) -> dict[str, Any]:
     """The main job: collect (if missing), train (or resume), export, evaluate, certify, release.
 
     `stage(message)` announces each stage; `bar(total, desc)` returns a context manager
@@ -221,6 +230,10 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     from safecritic.envs.minari_io import dataset_exists
 
     check(config)  # a typo in a criterion must not cost a training run
+    if sign_key is not None:
+        from safecritic.deploy.signing import signer_id
+
+        signer_id(sign_key)  # nor a wrong signing key
     stage = stage or (lambda message: None)
     timings: dict[str, float] = {}
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -269,7 +282,8 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     timed("evaluate", lambda: _with_bar(bar, total, "evaluate",
                                         lambda cb: evaluate_many([artifact, *ablation_dirs.values()], config, cb)))
     stage("certify: criteria per engine, report, release")
-    report = timed("certify", lambda: certify(artifact, config, run_dir / "report", ablation_dirs, do_release=True))
+    report = timed("certify", lambda: certify(artifact, config, run_dir / "report", ablation_dirs, do_release=True,
+                                                  sign_key=sign_key))
     report["timings"] = timings
     report["run_dir"] = str(run_dir)
     return report

@@ -26,31 +26,10 @@ from safecritic.pipeline import export
 from conftest import SMOKE
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, smoke_dataset):
-    from safecritic.pipeline import train
-
-    run_dir = tmp_path_factory.mktemp("deploy") / "smoke"
-    train(load_config(SMOKE), run_dir)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def artifact(smoke_run):
-    export(smoke_run)
-    return smoke_run / "artifact"
-
-
-@pytest.fixture(scope="session")
-def observations(smoke_run):
-    config, _, _ = load_trained(smoke_run)
-    return load_offline_data(config.data).test.obs[:256]
-
-
 def test_export_is_parity_checked_and_manifest_complete(artifact, observations, smoke_run):
     manifest = json.loads((artifact / "manifest.json").read_text())
     for key in ("format_version", "observation_space", "action_space", "thresholds", "candidates", "dataset",
-                "config", "training", "torch_version", "sha256", "record_fields"):
+                "config", "training", "torch_version", "files", "record_fields"):
         assert key in manifest, key
     assert manifest["parity_max_abs_diff"] <= 1e-5
     assert manifest["safe_action"]["module"] == "PointNavBrake"  # the task's safe action, from its own module
@@ -123,7 +102,7 @@ def test_tampered_or_truncated_controller_is_refused(artifact, tmp_path):
         shutil.copytree(artifact, copy)
         blob = (copy / "controller.pt").read_bytes()
         (copy / "controller.pt").write_bytes(mutate(blob))
-        with pytest.raises(ArtifactError, match="does not match its manifest"):
+        with pytest.raises(ArtifactError, match="controller.pt does not match its manifest"):
             load(copy)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArtifactError, match="not found"):
