@@ -100,6 +100,7 @@ def module_facts(controller: torch.nn.Module, obs_dim: int, thresholds: dict[str
             "act_low": controller.act_low.tolist(), "act_high": controller.act_high.tolist(),
             "cost_threshold": held("cost_threshold", thresholds["cost"]),
             "ood_threshold": held("ood_threshold", thresholds["ood"]),
+            "ood_false_alarm_rate": float(thresholds["ood_false_alarm_rate"]),
             "candidates": int(controller.candidate_count), "safe_action": controller.safe_action.tolist(),
             "record_fields": list(RECORD_FIELDS)}
 

@@ -84,6 +84,7 @@ _KINDS = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "positive int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
     "number": (_is_number, "a number (not NaN)"),
+    "finite number": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "str or null": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "object": (lambda v: isinstance(v, dict), "a JSON object"),
@@ -109,7 +110,7 @@ MANIFEST_SPEC: dict[str, Any] = {
     "safe_action": {"constant": "finite numbers", "module": "str or null"},
     "record_fields": "strings",
     "decisions": "object",
-    "parity_max_abs_diff": "number",
+    "parity_max_abs_diff": "finite number",
     "dataset": {"id": "str", "sha256": "str"},
     "config": "object",
     "training": "object",
@@ -124,6 +125,7 @@ FACTS_SPEC: dict[str, Any] = {
     "act_high": "finite numbers",
     "cost_threshold": "number",
     "ood_threshold": "number",
+    "ood_false_alarm_rate": "number",
     "candidates": "positive int",
     "safe_action": "finite numbers",
     "record_fields": "strings",
@@ -176,8 +178,9 @@ def _check_manifest(manifest: Any, where: str) -> None:
     if "code" not in manifest["record_fields"]:
         raise ArtifactError(f"{where}: record_fields lacks 'code'; {REEXPORT}")
     decisions = manifest["decisions"]
-    if not all(k.isdigit() and isinstance(v, str) for k, v in decisions.items()):
-        raise ArtifactError(f"{where}: 'decisions' must map integer codes to names; {REEXPORT}")
+    if not all(k.isdigit() and isinstance(v, str) for k, v in decisions.items()) or str(CODE_FAULT) not in decisions:
+        raise ArtifactError(f"{where}: 'decisions' must map integer codes to names, the fault code {CODE_FAULT} "
+                            f"among them; {REEXPORT}")
     files = manifest["files"]
     if CONTROLLER_FILE not in files:
         raise ArtifactError(f"{where}: 'files' does not list {CONTROLLER_FILE}; {REEXPORT}")
@@ -373,6 +376,8 @@ def cross_check(manifest: dict[str, Any], facts: dict[str, Any], module: torch.j
         ("action_space.high", manifest["action_space"]["high"], facts["act_high"], True),
         ("thresholds.cost", manifest["thresholds"]["cost"], facts["cost_threshold"], True),
         ("thresholds.ood", manifest["thresholds"]["ood"], facts["ood_threshold"], True),
+        ("thresholds.ood_false_alarm_rate", manifest["thresholds"]["ood_false_alarm_rate"],
+         facts["ood_false_alarm_rate"], True),
         ("candidates", manifest["candidates"], facts["candidates"], False),
         ("safe_action.constant", manifest["safe_action"]["constant"], facts["safe_action"], True),
         ("record_fields", manifest["record_fields"], facts["record_fields"], False),

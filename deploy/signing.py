@@ -84,11 +84,13 @@ def signer_id(private_key: Path) -> str:
 
 
 def sign_artifact(artifact_dir: Path, private_key: Path) -> tuple[str, str]:
-    """Sign an artifact folder in place (signature.json), after the runtime's every check
-    (digest, files, the module against its manifest): only what a robot would load is signed.
-    Returns (key id, digest)."""
+    """Sign an artifact folder in place (signature.json, replacing an earlier one), after the
+    runtime's every check (digest, files, the module against its manifest): only what a robot
+    would load is signed. Returns (key id, digest)."""
     folder = Path(artifact_dir)
     key = _private_key(private_key)
+    if (folder / SIGNATURE_FILE).is_file():
+        os.unlink(folder / SIGNATURE_FILE)  # replaced: the check below must not judge the old one
     digest = load(folder, threads=None).digest
     raw = _raw(key)
     signature = {"algorithm": SIGNATURE_ALGORITHM, "digest": digest, "key_id": key_id(raw), "public_key": raw.hex(),
