@@ -123,10 +123,11 @@ def test_a_run_directory_given_for_its_artifact_is_pointed_to_it(artifact, tmp_p
 
 
 def test_runtime_needs_only_torch_and_numpy(artifact):
-    """Load and run the artifact with every training package made unimportable."""
+    """Load and run the artifact with every training package made unimportable (and cryptography:
+    it is needed only to check signatures, when trusted keys are given)."""
     code = f"""
 import sys
-BLOCKED = ("gymnasium", "mujoco", "pybullet", "minari", "pydantic", "yaml", "matplotlib", "h5py", "tqdm",
+BLOCKED = ("gymnasium", "mujoco", "pybullet", "minari", "pydantic", "yaml", "matplotlib", "h5py", "tqdm", "cryptography",
            "safecritic.configs", "safecritic.critics", "safecritic.controller", "safecritic.envs",
            "safecritic.cli", "safecritic.pipeline")
 class Block:
