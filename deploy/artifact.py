@@ -3,3 +3,4 @@
 FORMAT_VERSION = 1
 CONTROLLER_FILE = "controller.pt"
 MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "controller.onnx"  # optional: for stacks without torch (deploy/onnx_export.py)
