@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safecritic.configs.schema import CriteriaConfig
+from safecritic.deploy.artifact import CONTROLLER_FILE, MANIFEST_FILE, ONNX_FILE
 
 CONFIDENCE = 0.95
 
@@ -95,7 +96,8 @@ def release(artifact_dir: Path, report_dir: Path | None, releases_dir: Path, nam
     staging = target.with_name(f".staging-{uuid.uuid4().hex[:8]}-{target.name}")
     staging.mkdir(parents=True)
     try:
-        for item in ("controller.pt", "manifest.json"):
+        onnx = [ONNX_FILE] if (Path(artifact_dir) / ONNX_FILE).is_file() else []  # export --onnx: listed in the manifest
+        for item in (CONTROLLER_FILE, MANIFEST_FILE, *onnx):
             shutil.copy2(Path(artifact_dir) / item, staging / item)
         if report_dir is not None and Path(report_dir).is_dir():
             shutil.copytree(report_dir, staging / "report")

@@ -95,6 +95,15 @@ def test_manifest_lists_the_file_its_hash_and_its_interface(onnx_artifact):
     load(onnx_artifact)  # the TorchScript side still verifies and loads
 
 
+def test_a_release_carries_the_onnx_file(onnx_artifact, tmp_path):
+    from safecritic.deploy.certify import release
+
+    manifest = json.loads((onnx_artifact / "manifest.json").read_text())
+    target = release(onnx_artifact, None, tmp_path, "smoke", manifest["sha256"])
+    blob = (target / "controller.onnx").read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == manifest["files"]["controller.onnx"]
+
+
 def test_fuzzed_observations_are_fixed_and_cover_every_kind(observations):
     rows = fuzzed_observations(observations, 70)
     assert torch.equal(rows.isnan(), fuzzed_observations(observations, 70).isnan())
