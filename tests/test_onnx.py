@@ -39,11 +39,12 @@ def onnx_artifact(smoke_run, tmp_path_factory):
 
 
 def with_faults(obs: torch.Tensor) -> torch.Tensor:
-    """The observations with NaN, +inf and -inf rows appended (one bad entry each, and one all bad)."""
+    """The observations with an all-zero row (a norm's epsilon matters there), then NaN, +inf and -inf
+    rows appended (one bad entry each, and one all bad)."""
     bad = obs[:4].clone()
     bad[0, 3], bad[1, 0], bad[2, -1] = float("nan"), float("inf"), float("-inf")
     bad[3] = float("nan")
-    return torch.cat([obs, bad])
+    return torch.cat([obs, torch.zeros(1, obs.shape[1]), bad])
 
 
 def assert_agree(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> None:
@@ -65,7 +66,7 @@ def test_onnx_matches_the_torchscript_artifact_on_data_and_faults(onnx_artifact,
     faults = record[-4:]
     assert (faults[:, 0] == CODE_FAULT).all() and np.isnan(faults[:, 1:]).all()
     np.testing.assert_array_equal(action[-4:], np.tile(runtime.manifest["safe_action"]["constant"], (4, 1)))
-    assert (record[:-4, 0] != CODE_FAULT).all()
+    assert (record[:-4, 0] != CODE_FAULT).all() and np.isfinite(record[-5]).all()  # the zero row: no NaN
 
 
 @pytest.mark.parametrize("batch", [1, 37])
@@ -110,9 +111,11 @@ def test_fuzzed_observations_are_fixed_and_cover_every_kind(observations):
     assert torch.equal(torch.nan_to_num(rows), torch.nan_to_num(fuzzed_observations(observations, 70)))
     kind = torch.arange(70) % len(FUZZ_KINDS)
     non_finite = ~torch.isfinite(rows).all(dim=1)
-    assert non_finite[kind >= 3].all() and not non_finite[kind < 3].any()
+    assert non_finite[kind >= 4].all() and not non_finite[kind < 4].any()
     assert (rows[kind == 2].abs().amax(dim=1) >= 1e4).all()
-    assert rows[kind == 3].isnan().any(dim=1).all() and (rows[kind == 4] == float("inf")).any(dim=1).all()
+    zeros = rows[kind == 3]
+    assert (zeros == 0).any(dim=1).all() and (zeros == 0).all(dim=1).any()
+    assert rows[kind == 4].isnan().any(dim=1).all() and (rows[kind == 5] == float("inf")).any(dim=1).all()
 
 
 def test_ablation_and_a_constant_safe_action_export_too(smoke_run, observations):
