@@ -195,6 +195,9 @@ class DeployConfig(StrictModel):
     ablations: bool = Field(True, description="Also evaluate the ablations (actor alone, one veto each, the "
                             "unconstrained actor, BC) on the same episodes.")
     trajectories: int = Field(12, ge=0, le=1000, description="Episodes per engine whose paths are kept for the report's plots.")
+    onnx: bool = Field(False, description="Also write artifact/controller.onnx (the same controller for "
+                       "onnxruntime, parity-checked against controller.pt; docs/deploy_onnx.md). Needs the onnx extra: "
+                       "pip install 'safecritic[onnx]'.")
     releases_dir: Path = Field(Path("releases"), description="Passing artifacts are copied to <releases_dir>/<run.name>-<sha>.")
     criteria: dict[str, CriteriaConfig] = Field(
         default_factory=dict, description="Criteria per env id; every id in env.eval_ids needs an entry.")

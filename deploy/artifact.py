@@ -15,3 +15,4 @@ MANIFEST_FILE = "manifest.json"
 DIGEST_FILE = "digest"
 SIGNATURE_FILE = "signature.json"
 FACTS_ATTRIBUTE = "artifact_facts"
+ONNX_FILE = "controller.onnx"  # optional: for stacks without torch (deploy/onnx_export.py)

@@ -176,13 +176,21 @@ def _print_certification(report: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from safecritic.pipeline import export
 
-    manifest = export(args.run_dir, args.out, args.variant, gate_overrides=args.override)
+    manifest = export(args.run_dir, args.out, args.variant, gate_overrides=args.override, onnx=args.onnx)
     out = args.out or args.run_dir / "artifact"
     from safecritic.deploy.runtime import artifact_digest
 
-    print(f"exported {manifest['variant']['name']} to {out}/controller.pt (+ manifest.json, digest)")
+    print(f"exported {manifest['variant']['name']} to {out}/controller.pt{' + controller.onnx' if args.onnx else ''} "
+          "(+ manifest.json, digest)")
     print(f"digest   {artifact_digest(manifest)} (SHA-256 over the manifest, which lists every file's SHA-256)")
     print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
+    if args.onnx:
+        onnx = manifest["onnx"]
+        print(f"onnx     opset {onnx['opset']}, sha256 {manifest['files']['controller.onnx']}; vs TorchScript: "
+              f"max diff {onnx['parity_max_scaled_diff']:.2e} x max(1, |value|) on {onnx['parity_observations']['run']} "
+              f"observations + {onnx['parity_observations']['fuzzed_records_judged']} fuzzed ones, "
+              f"{onnx['parity_fuzzed_decisions_max_scaled_diff']:.2e} in actions and codes on all "
+              f"{onnx['parity_observations']['fuzzed']} fuzzed ones (must be <= 1e-5)")
     print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")
     return EXIT_OK
@@ -386,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--override", action="append", default=[], metavar="gate.KEY=VALUE",
                    help="change a gate setting without retraining (repeatable), e.g. -o gate.cost_threshold=0.03 "
                    "or -o gate.policy_candidates=8; other sections need a new training run")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write controller.onnx for onnxruntime (C++ stacks; docs/deploy_onnx.md), parity-checked "
+                   "against controller.pt; needs pip install 'safecritic[onnx]'")
     p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (

@@ -105,8 +105,9 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, pro
 # ----- export, evaluate, certify, release ----------------------------------------------
 
 def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gated", loaded=None,
-           gate_overrides: list[str] | None = None) -> dict[str, Any]:
-    """Stage 5: TorchScript + manifest (after a parity check) for one controller variant.
+           gate_overrides: list[str] | None = None, onnx: bool = False) -> dict[str, Any]:
+    """Stage 5: TorchScript + manifest (after a parity check) for one controller variant; with
+    `onnx` also controller.onnx (parity-checked against the TorchScript module).
 
     `loaded` (from deploy.export.load_for_export) saves re-reading the run for each variant.
     """
@@ -114,7 +115,7 @@ def export(run_dir: Path, out_dir: Path | None = None, variant_name: str = "gate
 
     if variant_name not in VARIANTS:
         raise RunError(f"unknown variant {variant_name!r}; known: {', '.join(VARIANTS)}")
-    return export_run(Path(run_dir), out_dir, VARIANTS[variant_name], loaded, gate_overrides)
+    return export_run(Path(run_dir), out_dir, VARIANTS[variant_name], loaded, gate_overrides, onnx)
 
 
 def _eval_settings(config: Config) -> dict[str, Any]:
@@ -262,12 +263,12 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
 
     from safecritic.deploy.export import load_for_export
 
-    stage("export: TorchScript + manifest (parity-checked)")
+    stage(f"export: TorchScript{' + ONNX' if config.deploy.onnx else ''} + manifest (parity-checked)")
     artifact = run_dir / "artifact"
     loaded = load_for_export(run_dir)
     # The gate is built at export: this config's gate settings apply, not the training run's.
     loaded = (with_post_training(loaded[0], config), *loaded[1:])
-    timed("export", lambda: export(run_dir, artifact, loaded=loaded))
+    timed("export", lambda: export(run_dir, artifact, loaded=loaded, onnx=config.deploy.onnx))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:
         for variant in ABLATIONS:
