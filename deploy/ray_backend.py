@@ -26,7 +26,7 @@ def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise RunError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise RunError(f"Ray is not installed (--backend ray and `safecritic sweep` need it): {INSTALL_HINT}") from None
     return ray
 
 
@@ -73,12 +73,16 @@ class RayRunner:
     """deploy/evaluate.py's Runner on Ray: each work item one Ray task of one CPU.
 
     Connects on first use: to `address` (HOST:PORT, ray://HOST:PORT, or auto), or, without
-    one, starts Ray on this machine with `num_cpus` CPUs. Use it as a context manager; the
-    connection it made closes on exit.
+    one, starts Ray on this machine with `num_cpus` CPUs. Ray's presence and the address are
+    checked at once, so `safecritic run` refuses them before training, not after. Use it as a
+    context manager; the connection it made closes on exit.
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, imports: Sequence[str] = (),
                  env_vars: dict[str, str] | None = None) -> None:
+        import_ray()
+        if address:
+            check_reachable(address)
         self.address = address
         self.num_cpus = num_cpus
         self.imports = list(imports)
@@ -102,7 +106,6 @@ class RayRunner:
             runtime_env["env_vars"] = self.env_vars
         quiet = {"logging_level": "ERROR", "log_to_driver": False, "runtime_env": runtime_env or None}
         if self.address:
-            check_reachable(self.address)
             try:
                 ray.init(address=self.address, **quiet)
             except (ConnectionError, RuntimeError) as exc:

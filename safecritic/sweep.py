@@ -112,13 +112,16 @@ def sweep(config_path: Path | None, overrides: Sequence[str], seeds: Sequence[in
     out_dir = Path(out_dir).resolve()  # Tune runs each trial in a folder of its own
     if (out_dir / "trials").exists():
         raise RunError(f"{out_dir} holds a sweep already; choose another --out or delete that folder")
+    if trial_cpus < 1:
+        raise ConfigError(f"--trial-cpus {trial_cpus}: a trial needs at least one CPU")
     trials = trial_table(seeds, grid)
     configs = [check(trial_config(config_path, overrides, t, trial_cpus)) for t in trials]  # bad input before any work
     for config in {c.data.dataset_id: c for c in configs}.values():
         if not dataset_exists(config.data.dataset_id):
             collect(config)
     env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
-    with RayRunner(address, None, configs[0].env.imports, env_vars) as ray_runner:
+    imports = list(dict.fromkeys(m for c in configs for m in c.env.imports))
+    with RayRunner(address, None, imports, env_vars) as ray_runner:
         ray_runner.connect()
         from ray import tune
 

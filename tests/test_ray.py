@@ -152,11 +152,14 @@ def test_ray_not_installed_is_a_clear_error(artifact, monkeypatch, capsys):  # n
     assert 'pip install "safecritic[ray]"' in capsys.readouterr().err
 
 
-def test_unreachable_or_stray_address_is_refused(artifact, capsys):  # noqa: F811
+def test_unreachable_or_stray_address_is_refused(artifact, tmp_path, capsys):  # noqa: F811
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     assert main(["evaluate", str(artifact), "-o", MUJOCO, "--backend", "ray", "--ray-address", address]) == 2
     err = capsys.readouterr().err
     assert address in err and "no Ray cluster reachable" in err
+    run_dir = tmp_path / "run"  # `run` refuses it before collecting or training
+    assert main(["run", "-c", str(SMOKE), "--run-dir", str(run_dir), "--backend", "ray", "--ray-address", address]) == 2
+    assert address in capsys.readouterr().err and not run_dir.exists()
     assert main(["evaluate", str(artifact), "--ray-address", address]) == 2
     assert "needs --backend ray" in capsys.readouterr().err
 
