@@ -1,6 +1,7 @@
 """Evaluate an exported controller: the .pt file, not Python objects, in every configured engine.
 
-Episodes come from fixed seeds and are spread over worker processes; each worker
+Episodes come from fixed seeds and are spread over worker processes (or Ray tasks:
+deploy/ray_backend.py runs the same work items through the same `_chunk`); each worker
 loads the artifact through the runtime (hash-checked) and steps a chunk of envs in
 lockstep with one batched controller call per step (a batch-1 call costs more than a
 simulator step, so one env per call would leave the simulator idle most of the time).
@@ -18,7 +19,7 @@ import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from safecritic.configs.schema import Config, FaultsConfig
 from safecritic.envs.rollout import evaluation_seed
 
 CHUNK = 10  # episodes per work item
+
+# A backend: runs `fn` on every work item (in any order) and yields the results as they finish.
+# Every backend runs the same `_chunk` on the same items, so the seeds, and the episodes, are the same.
+Runner = Callable[[Callable[[tuple], Any], list[tuple]], Iterable[Any]]
 
 
 @dataclass
@@ -135,11 +140,28 @@ def _time_after_rollouts(visited: dict[tuple[str, str], list[np.ndarray]]) -> di
         torch.set_num_threads(before)
 
 
+def local_runner(workers: int) -> Runner:
+    """This machine's backend: the items in this process (workers <= 1) or in a pool of
+    `workers` spawned processes."""
+
+    def run(fn: Callable[[tuple], Any], items: list[tuple]) -> Iterator[Any]:
+        if workers <= 1:
+            yield from map(fn, items)
+            return
+        # spawn, not fork: the parent holds torch and OpenMP threads.
+        with mp.get_context("spawn").Pool(min(workers, len(items))) as pool:
+            yield from pool.imap_unordered(fn, items)
+
+    return run
+
+
 def evaluate_artifacts(
     artifact_dirs: list[Path], config: Config, progress: Callable[[int], None] | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, dict[str, EnvEvaluation]]:
     """Run each artifact in every env of config.env.eval_ids (with config.env.faults), all
-    in one pool of worker processes. Returns {artifact_dir: {env_id: EnvEvaluation}}."""
+    on one backend: `runner` (e.g. deploy/ray_backend.py's), by default a pool of
+    config.data.workers processes. Returns {artifact_dir: {env_id: EnvEvaluation}}."""
     d = config.deploy
     faults = config.env.faults.model_dump()
     work = []
@@ -159,15 +181,10 @@ def evaluate_artifacts(
         if progress:
             progress(len(done))
 
-    if config.data.workers <= 1:
-        for item in work:
-            take(_chunk(item))
-    else:
-        # spawn, not fork: the parent holds torch and OpenMP threads.
-        with mp.get_context("spawn").Pool(min(config.data.workers, len(work))) as pool:
-            for out in pool.imap_unordered(_chunk, work):
-                take(out)
-    # After the pool has closed: the timing shares the machine with nothing of ours.
+    for out in (runner or local_runner(config.data.workers))(_chunk, work):
+        take(out)
+    # After the last rollout (the local pool closed, Ray's workers idle): the timing shares the
+    # machine with nothing of ours.
     latencies = _time_after_rollouts(visited)
     return {
         a: {

@@ -28,6 +28,29 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the evaluation episodes run: local (data.workers processes on this machine, the "
+                        "default) or ray (Ray tasks; the same seeds give the same episodes); needs "
+                        '`pip install "safecritic[ray]"`')
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="with --backend ray: the cluster to join (HOST:PORT, ray://HOST:PORT, or auto for the "
+                        "one started on this machine); without it Ray starts here with data.workers CPUs")
+
+
+def _runner(args: argparse.Namespace, config):
+    """The evaluation backend the flags ask for, as a context manager (None: the local pool)."""
+    from contextlib import nullcontext
+
+    if args.backend == "local":
+        if args.ray_address:
+            raise RunError(f"--ray-address {args.ray_address} needs --backend ray")
+        return nullcontext(None)
+    from safecritic.deploy.ray_backend import RayRunner
+
+    return RayRunner(args.ray_address, config.data.workers, config.env.imports)
+
+
 def _load(args: argparse.Namespace):
     from safecritic.pipeline import load
 
@@ -211,8 +234,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _artifact_config(args)
     total = config.deploy.episodes * len(config.env.eval_ids)
-    with _progress(total, "evaluate", "ep") as bar:
-        evaluation = evaluate(args.artifact_dir, config, bar.update)
+    with _runner(args, config) as runner, _progress(total, "evaluate", "ep") as bar:
+        evaluation = evaluate(args.artifact_dir, config, bar.update, runner=runner)
     _print_engine_table(evaluation["envs"], f"evaluation of {args.artifact_dir} ({config.deploy.episodes} episodes per engine)")
     print(f"saved {args.artifact_dir}/evaluation.json")
     return EXIT_OK
@@ -223,9 +246,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     config = _artifact_config(args)
     total = config.deploy.episodes * len(config.env.eval_ids)
-    with _progress(total, "evaluate", "ep") as bar:
+    with _runner(args, config) as runner, _progress(total, "evaluate", "ep") as bar:
         report = certify(args.artifact_dir, config, args.report_dir, progress=bar.update, do_release=not args.no_release,
-                         sign_key=args.sign_key)
+                         sign_key=args.sign_key, runner=runner)
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
 
@@ -244,8 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         number = names.index(name) + 1 if name in names else "?"
         print(f"[{number}/{len(names)}] {message}", file=sys.stderr, flush=True)
 
-    report = run_all(config, args.run_dir, stage, lambda total, desc: _progress(total, desc, "ep"), BarProgress(),
-                     config_path=args.config, sign_key=args.sign_key)
+    with _runner(args, config) as runner:
+        report = run_all(config, args.run_dir, stage, lambda total, desc: _progress(total, desc, "ep"), BarProgress(),
+                         config_path=args.config, sign_key=args.sign_key, runner=runner)
     minutes = (time.perf_counter() - start) / 60
     print()
     print(f"safecritic run {config.run.name}: {minutes:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in report['timings'].items() if v >= 1)})")
@@ -258,6 +282,15 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{r['mean_cost']:>7.3g} {r['mean_return']:>8.2f}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from safecritic.sweep import markdown, sweep
+
+    table = sweep(args.config, args.override, args.seeds, args.grid, args.out, args.ray_address, args.trial_cpus)
+    print(markdown(table["rows"]), end="")
+    print(f"saved {args.out}/sweep.md, sweep.json ({len(table['trials'])} trials)")
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -408,13 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
             description=(
                 f"{helptext[0].upper() + helptext[1:]}. The exported file runs (through the torch+numpy runtime, "
                 "digest-checked, the module against its manifest), not Python objects: deploy.episodes episodes per engine in env.eval_ids from fixed "
-                "seeds (deploy.seed), spread over data.workers processes, with env.faults applied. Without -c, "
+                "seeds (deploy.seed), spread over data.workers processes (or Ray tasks: --backend ray), with env.faults applied. Without -c, "
                 "the config stored in the artifact's manifest is used (overrides still apply)."
                 + (" Exit code 1 and nothing released when any criterion fails." if name == "certify" else "")
             ),
         )
         p.add_argument("artifact_dir", type=Path, help="artifact folder (controller.pt, manifest.json, digest)")
         _add_config_args(p)
+        _add_backend_args(p)
         p.set_defaults(config=None)
         if name == "certify":
             p.add_argument("--report-dir", type=Path, default=None, help="report folder (default ARTIFACT_DIR/report)")
@@ -435,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     _add_run_dir_arg(p)
     _add_sign_key_arg(p)
+    _add_backend_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing releases",
@@ -452,6 +487,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact_dir", type=Path, help="artifact folder or release")
     p.add_argument("--key", type=Path, required=True, metavar="PRIVATE_KEY", help="the private key `keygen` wrote")
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser(
+        "sweep",
+        help="train, export and evaluate a config over seeds and a grid of overrides with Ray Tune; one table",
+        description=(
+            "Each combination of --grid values and --seeds is a Ray Tune trial: the config (with -o, the "
+            "combination and run.seed) trained, its gated controller exported and evaluated on the same "
+            "deploy.seed episodes, in a run folder OUT/trials/<trial>. Writes OUT/sweep.md and OUT/sweep.json: "
+            "success, accident rate and its CP95 upper bound, return and cost per trial and engine. Meant for small "
+            "budgets (e.g. -c configs/smoke.yaml). Needs `pip install \"safecritic[ray]\"`; on a cluster, OUT "
+            "and the datasets must be on a filesystem every node sees."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="run.seed values (default 0)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2]",
+                   help="a config key and the values to try, as a YAML list (repeatable: every combination runs), "
+                        "e.g. --grid 'train.steps=[200, 400]'")
+    p.add_argument("--out", type=Path, required=True, help="folder for the trials' runs and the table")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="the Ray cluster to run on (HOST:PORT, ray://HOST:PORT, auto); without it Ray starts here")
+    p.add_argument("--trial-cpus", type=int, default=1, metavar="N",
+                   help="CPUs each trial holds, used as its run.threads and data.workers (default 1)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="rebuild a run's certification report from its saved evaluations",
                        description="Re-judge and re-render RUN_DIR/report from the evaluations already saved (no rollouts, no release).")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from safecritic.configs.errors import RunError
 from safecritic.configs.loader import dump_config, load_config, preset_path
 from safecritic.configs.schema import Config
 from safecritic.envs.collect import CollectSummary, collect_dataset
 from safecritic.envs.dataset import OfflineData, load_offline_data
+
+if TYPE_CHECKING:
+    from safecritic.deploy.evaluate import Runner
 
 
 DEFAULT_PRESET = "pointnav"  # the main job's embedded default (README): `safecritic run` with no -c
@@ -138,14 +141,16 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
 
 
 def evaluate(artifact_dir: Path, config: Config | None = None, progress: Callable[[int], None] | None = None,
-             reuse: bool = False) -> dict[str, Any]:
+             reuse: bool = False, runner: Runner | None = None) -> dict[str, Any]:
     """Stage 6: run the exported file in every env of the config; saves evaluation.json."""
-    return evaluate_many([Path(artifact_dir)], config, progress, reuse)[Path(artifact_dir)]
+    return evaluate_many([Path(artifact_dir)], config, progress, reuse, runner)[Path(artifact_dir)]
 
 
 def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
-                  progress: Callable[[int], None] | None = None, reuse: bool = False) -> dict[Path, dict[str, Any]]:
-    """Evaluate several artifacts in one pool of workers (each saves its evaluation.json).
+                  progress: Callable[[int], None] | None = None, reuse: bool = False,
+                  runner: Runner | None = None) -> dict[Path, dict[str, Any]]:
+    """Evaluate several artifacts on one backend (each saves its evaluation.json): `runner`
+    (deploy/ray_backend.py's RayRunner), by default a pool of data.workers processes.
 
     With `reuse`, an artifact whose saved evaluation matches its hash and the config's
     evaluation settings is not run again.
@@ -169,7 +174,7 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
                 continue
         todo.append(folder)
     if todo:
-        results = evaluate_artifacts(todo, config, progress)
+        results = evaluate_artifacts(todo, config, progress, runner)
         for folder in todo:
             manifest = manifests[folder]
             evaluation = {
@@ -186,9 +191,9 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
 
 def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path | None = None,
             ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
-            do_release: bool = True, sign_key: Path | None = None) -> dict[str, Any]:
+            do_release: bool = True, sign_key: Path | None = None, runner: Runner | None = None) -> dict[str, Any]:
     """Stage 7: judge the criteria per engine, write the report, release on a pass (signed
-    with `sign_key` when given)."""
+    with `sign_key` when given); `runner` is the evaluation's backend (default: the local pool)."""
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
     from safecritic.deploy.runtime import artifact_digest
@@ -201,7 +206,7 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     manifest = read_manifest(artifact_dir)
     config = check(config or Config.model_validate(manifest["config"]))
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
-    evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True)
+    evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True, runner=runner)
     evaluation = evaluations[artifact_dir]
     ablations = {name: {"manifest": read_manifest(folder), "evaluation": evaluations[folder]}
                  for name, folder in ablation_dirs.items()}
@@ -218,11 +223,13 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
 
 def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], None] | None = None,
             bar: Callable[[int, str], Any] | None = None, train_progress=None,
-            config_path: Path | None = None, sign_key: Path | None = None) -> dict[str, Any]:
+            config_path: Path | None = None, sign_key: Path | None = None,
+            runner: Runner | None = None) -> dict[str, Any]:
     """The main job: collect (if missing), train (or resume), export, evaluate, certify, release.
 
     `stage(message)` announces each stage; `bar(total, desc)` returns a context manager
-    with `.update(n)` for the long loops; `train_progress` follows the trainer's protocol.
+    with `.update(n)` for the long loops; `train_progress` follows the trainer's protocol;
+    `runner` is the evaluation's backend (default: the local pool).
     """
     import time
 
@@ -281,10 +288,11 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     stage(f"evaluate: {variants} controller(s) x {len(config.env.eval_ids)} engine(s) x {config.deploy.episodes} episodes")
 
     timed("evaluate", lambda: _with_bar(bar, total, "evaluate",
-                                        lambda cb: evaluate_many([artifact, *ablation_dirs.values()], config, cb)))
+                                        lambda cb: evaluate_many([artifact, *ablation_dirs.values()], config, cb,
+                                                                 runner=runner)))
     stage("certify: criteria per engine, report, release")
     report = timed("certify", lambda: certify(artifact, config, run_dir / "report", ablation_dirs, do_release=True,
-                                                  sign_key=sign_key))
+                                                  sign_key=sign_key, runner=runner))
     report["timings"] = timings
     report["run_dir"] = str(run_dir)
     return report
