@@ -219,7 +219,7 @@ def load_transitions(
     return transitions, info
 
 
-REPAIR = "re-collect it (safecritic collect --overwrite) or restore it from a good copy"
+REPAIR = "re-collect it (safecritic collect --overwrite, for a dataset safecritic collected) or restore it from a good copy"
 
 
 def _episodes(dataset, dataset_id: str) -> Iterator:
@@ -244,7 +244,8 @@ def _episodes(dataset, dataset_id: str) -> Iterator:
 
 def _numeric(value, dtype, what: str) -> np.ndarray:
     try:
-        return np.asarray(value, dtype=dtype)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below, with its episode
+            return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"{what} is not numeric ({exc}); {REPAIR}") from None
 
