@@ -16,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class StrictModel(BaseModel):
-    """Base for all sections: unknown keys are errors; values keep their type (no bool -> int)."""
+    """Base for all sections: unknown keys are errors; values keep their type (no bool -> int, no
+    "5" -> 5); floats are finite (no field means NaN or inf: a NaN passes no range check silently
+    and turns every loss into NaN minutes later)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class FaultsConfig(StrictModel):
@@ -236,8 +239,8 @@ class RunConfig(StrictModel):
 class Config(StrictModel):
     """A whole safecritic config (one YAML file)."""
 
-    env: EnvConfig = Field(default_factory=EnvConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    env: EnvConfig  # required: they name the task and its data, which have no default
+    data: DataConfig
     critics: CriticsConfig = Field(default_factory=CriticsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -16,9 +16,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
+from safecritic.configs.crashpoint import crash_point
 from safecritic.configs.errors import RunError, SafecriticError
 from safecritic.configs.fileio import atomic_torch_save, atomic_write_text
 from safecritic.configs.loader import dump_config
+from safecritic.configs.lock import ensure_folder, run_lock
 from safecritic.configs.schema import Config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.policies import MixturePolicy
@@ -201,6 +203,8 @@ class Trainer:
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
         self.calibration: dict[str, float] = {}
         self.timings: dict[str, float] = {}
+        self.pending_sums: dict[tuple[str, ...], torch.Tensor] = {}
+        self.pending_count = 0
 
     # ----- checkpoints -------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -216,6 +220,8 @@ class Trainer:
             "dataset_sha256": self.data.info.sha256,
             "calibration": self.calibration,
             "timings": self.timings,
+            "pending_metrics": [[list(names), vector] for names, vector in self.pending_sums.items()],
+            "pending_count": self.pending_count,
         }
 
     def save(self) -> None:
@@ -234,6 +240,8 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.phase, self.step, self.metrics_lines = state["phase"], state["step"], state["metrics_lines"]
         self.calibration, self.timings = dict(state["calibration"]), dict(state["timings"])
+        self.pending_sums = {tuple(names): vector for names, vector in state.get("pending_metrics", [])}
+        self.pending_count = int(state.get("pending_count", 0))
         # Forget metrics written after this checkpoint: they will be written again.
         if self.paths.metrics.exists():
             lines = self.paths.metrics.read_text().splitlines(keepends=True)[: self.metrics_lines]
@@ -263,24 +271,29 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load()
-        else:
-            atomic_write_text(self.paths.config, dump_config(self.config))
-            atomic_write_text(self.paths.metrics, "")
-        if self.phase == "pretrain":
-            self._pretrain()
-        if self.phase == "critic":
-            self._critic()
-        return self.summary()
+        with run_lock(self.paths.root):  # re-entrant: pipeline.train holds it already
+            ensure_folder(self.paths.root, "run folder")
+            if resume:
+                self.load()
+            else:
+                atomic_write_text(self.paths.config, dump_config(self.config))
+                atomic_write_text(self.paths.metrics, "")
+            if self.phase == "pretrain":
+                self._pretrain()
+            if self.phase == "critic":
+                self._critic()
+            summary = self.summary()
+            # Also on a resume of a finished run: a kill between the last checkpoint and this file loses nothing.
+            atomic_write_text(self.paths.summary, json.dumps(summary, indent=2))
+            return summary
 
     def _loop(self, total: int, step_fn: Callable[[], dict[str, torch.Tensor]]) -> None:
         cfg = self.config.train
         self.progress.start(self.phase, total, self.step)
         start, start_step = time.perf_counter(), self.step
-        sums: dict[tuple[str, ...], torch.Tensor] = {}  # per set of metric names (pretraining's changes once)
-        count = 0
+        # The metric sums since the last log line (per set of metric names: pretraining's changes once)
+        # live on self, so a checkpoint between log lines carries them and a resumed run logs the same means.
+        sums, count = self.pending_sums, self.pending_count
         while self.step < total:
             metrics = step_fn()
             values = self._check_finite(metrics)
@@ -298,14 +311,18 @@ class Trainer:
                 means["updates_per_s"] = round((self.step - start_step) / max(elapsed, 1e-9), 2)
                 self._log(means)
                 self.progress.update(count, means)
-                sums, count = {}, 0
+                sums.clear()
+                count = 0
             if self.step % cfg.checkpoint_every == 0:
                 self._store_timing(start, start_step)
                 start, start_step = time.perf_counter(), self.step
+                self.pending_count = count
                 self.save()
             if self.on_step is not None:
                 self.on_step(self.phase, self.step)
+            crash_point("train", self.phase, self.step)
         self._store_timing(start, start_step)
+        self.pending_count = 0  # the last step always logs
         self.progress.close()
 
     def _store_timing(self, start: float, start_step: int) -> None:
@@ -357,7 +374,6 @@ class Trainer:
         self.calibration["constraint"] = constraint_report(self.model, self.data.calib, cfg)
         self.phase = "done"
         self.save()
-        atomic_write_text(self.paths.summary, json.dumps(self.summary(), indent=2))
 
     def summary(self) -> dict[str, Any]:
         t = self.timings

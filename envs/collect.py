@@ -17,7 +17,7 @@ import numpy as np
 from safecritic.configs.errors import ConfigError
 from safecritic.configs.schema import Config
 from safecritic.envs.faults import make_env
-from safecritic.envs.minari_io import dataset_exists, refuse_existing, write_atomically
+from safecritic.envs.minari_io import dataset_exists, dataset_lock, refuse_existing, write_atomically
 from safecritic.envs.registry import behaviors_for, import_modules, make_behavior
 from safecritic.envs.rollout import Episode, per_row, run_lockstep, summarize
 
@@ -122,7 +122,12 @@ def _buffers(episodes: list[tuple[str, Episode]], names: tuple[str, ...]):
 def collect_dataset(
     config: Config, overwrite: bool = False, progress: Callable[[int], None] | None = None
 ) -> CollectSummary:
-    """Collect `config.data.episodes` episodes and write them as a Minari dataset."""
+    """Collect `config.data.episodes` episodes and write them as a Minari dataset (one collector per id)."""
+    with dataset_lock(config.data.dataset_id):
+        return _collect_dataset(config, overwrite, progress)
+
+
+def _collect_dataset(config: Config, overwrite: bool, progress: Callable[[int], None] | None) -> CollectSummary:
     import minari
 
     data, env_id = config.data, config.env.id

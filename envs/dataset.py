@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -167,30 +168,17 @@ def load_transitions(
     env_spec = dataset.spec.env_spec
     env_id = env_spec.id if env_spec is not None else None
 
+    obs_dim, act_dim = int(dataset.observation_space.shape[0]), int(act_low.shape[0])
     columns: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(Transitions)}
-    has_cost = has_behavior = has_success = None
-    for ep in dataset.iterate_episodes():
-        infos = ep.infos or {}
-        if has_cost is None:
-            has_cost, has_behavior, has_success = "cost" in infos, "behavior" in infos, "success" in infos
-        n = len(ep.actions)
-        obs = np.asarray(ep.observations, dtype=np.float32)
-        columns["obs"].append(obs[:-1])
-        columns["next_obs"].append(obs[1:])
-        columns["act"].append(np.asarray(ep.actions, dtype=np.float32).reshape(n, -1))
-        columns["rew"].append(np.asarray(ep.rewards, dtype=np.float32))
-        columns["terminal"].append(np.asarray(ep.terminations, dtype=np.float32))
-        columns["timeout"].append(np.asarray(ep.truncations, dtype=np.float32))
-        columns["episode"].append(np.full(n, ep.id, dtype=np.int64))
-        if has_cost:
-            columns["cost"].append(np.asarray(infos["cost"], dtype=np.float32)[1:])  # reset info first
-        columns["success"].append(np.asarray(infos["success"], dtype=np.float32)[1:] if has_success
-                                  else np.zeros(n, dtype=np.float32))
-        columns["behavior"].append(
-            np.asarray(infos["behavior"], dtype=np.int64)[1:] if has_behavior else np.full(n, -1, dtype=np.int64)
-        )
-    if has_cost is None:
+    info_keys: tuple[str, ...] | None = None
+    for ep in _episodes(dataset, dataset_id):
+        if info_keys is None:  # the first episode says which infos the data records
+            info_keys = tuple(k for k in ("cost", "behavior", "success") if k in (ep.infos or {}))
+        for key, value in _episode_columns(ep, obs_dim, act_dim, info_keys, dataset_id).items():
+            columns[key].append(value)
+    if info_keys is None:
         raise DatasetError(f"dataset {dataset_id!r} has no episodes")
+    has_cost, has_behavior, has_success = ("cost" in info_keys, "behavior" in info_keys, "success" in info_keys)
 
     arrays = {k: np.concatenate(v) for k, v in columns.items() if v}
     if not has_cost:
@@ -229,6 +217,75 @@ def load_transitions(
         has_success=bool(has_success),
     )
     return transitions, info
+
+
+REPAIR = "re-collect it (safecritic collect --overwrite, for a dataset safecritic collected) or restore it from a good copy"
+
+
+def _episodes(dataset, dataset_id: str) -> Iterator:
+    """The dataset's episodes; a file h5py cannot read (truncated, empty, garbled: an interrupted
+    copy) is a DatasetError naming the file and the episode, not an OSError from deep in h5py."""
+    episodes = iter(dataset.iterate_episodes())
+    read = 0
+    while True:
+        try:
+            ep = next(episodes)
+        except StopIteration:
+            return
+        except Exception as exc:  # h5py raises OSError, KeyError or ValueError depending on the damage
+            main = Path(dataset.spec.data_path) / "main_data.hdf5"
+            raise DatasetError(
+                f"dataset {dataset_id!r}: {main} cannot be read after {read} episodes "
+                f"({exc.__class__.__name__}: {exc}); the file is truncated or corrupt: {REPAIR}"
+            ) from None
+        read += 1
+        yield ep
+
+
+def _numeric(value, dtype, what: str) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below, with its episode
+            return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{what} is not numeric ({exc}); {REPAIR}") from None
+
+
+def _episode_columns(ep, obs_dim: int, act_dim: int, info_keys: tuple[str, ...], dataset_id: str) -> dict[str, np.ndarray]:
+    """One episode's rows, after checking every array's shape against the spaces and the step count:
+    N actions need N+1 observations and N+1 entries of every info (the reset info first), so a
+    short or wide array is named here rather than misaligning every later episode."""
+    where = f"dataset {dataset_id!r}, episode {ep.id}"
+    act = _numeric(ep.actions, np.float32, f"{where}: actions")
+    n = len(act)
+    expected = {"actions": (n, act_dim), "observations": (n + 1, obs_dim), "rewards": (n,),
+                "terminations": (n,), "truncations": (n,)}
+    values = {"actions": act.reshape(n, -1) if act.ndim == 1 else act,
+              "observations": _numeric(ep.observations, np.float32, f"{where}: observations"),
+              **{k: _numeric(getattr(ep, k), np.float32, f"{where}: {k}") for k in ("rewards", "terminations", "truncations")}}
+    infos = ep.infos or {}
+    for key in info_keys:
+        if key not in infos:
+            raise DatasetError(f"{where} has no {key!r} info while the first episode has one: "
+                               f"every episode must record the same infos; {REPAIR}")
+        values[f"infos[{key!r}]"] = _numeric(infos[key], np.int64 if key == "behavior" else np.float32,
+                                             f"{where}: infos[{key!r}]")
+        expected[f"infos[{key!r}]"] = (n + 1,)
+    for name, shape in expected.items():
+        if values[name].shape != shape:
+            raise DatasetError(
+                f"{where}: {name} has shape {values[name].shape}, expected {shape} ({n} steps, "
+                f"{obs_dim}-dim observations, {act_dim}-dim actions; observations and infos hold one more "
+                f"entry than actions, the reset's); {REPAIR}"
+            )
+    obs = values["observations"]
+    return {
+        "obs": obs[:-1], "next_obs": obs[1:], "act": values["actions"], "rew": values["rewards"],
+        "terminal": values["terminations"], "timeout": values["truncations"],
+        "episode": np.full(n, ep.id, dtype=np.int64),
+        **({"cost": values["infos['cost']"][1:]} if "cost" in info_keys else {}),  # reset info first
+        "success": values["infos['success']"][1:] if "success" in info_keys else np.zeros(n, dtype=np.float32),
+        "behavior": values["infos['behavior']"][1:] if "behavior" in info_keys else np.full(n, -1, dtype=np.int64),
+    }
 
 
 def _refuse_non_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:

@@ -2,7 +2,8 @@
 
 Minari writes straight into `$MINARI_DATASETS_PATH/<id>`. A crash half way would leave
 a broken dataset under the real id, so we write into a hidden staging root on the
-same filesystem and move the finished folder into place with one rename.
+same filesystem and move the finished folder into place with one rename. A staging root
+left by a killed writer is deleted by the next write; a lock per id keeps two writers apart.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Iterator
 
 from safecritic.configs.errors import DatasetError
+from safecritic.configs.crashpoint import crash_point
+from safecritic.configs.fileio import left_by_dead_writer, writer_tag
+from safecritic.configs.lock import exclusive
 
 NAMESPACE_FILE = "namespace_metadata.json"  # minari.namespace.NAMESPACE_METADATA_FILENAME
+STAGING = ".staging-"
 
 
 def datasets_root() -> Path:
@@ -45,6 +50,12 @@ def refuse_existing(dataset_id: str) -> None:
     )
 
 
+def dataset_lock(dataset_id: str) -> contextlib.AbstractContextManager[None]:
+    """Held while a dataset is collected: a second collector of the same id is refused, not interleaved."""
+    return exclusive(datasets_root() / f".{dataset_id.replace('/', '+')}.lock", f"dataset {dataset_id!r}",
+                     "or collect into another id (-o data.dataset_id=<name>-v<N>)", DatasetError)
+
+
 @contextlib.contextmanager
 def _datasets_path(path: Path) -> Iterator[None]:
     old = os.environ.get("MINARI_DATASETS_PATH")
@@ -67,10 +78,14 @@ def write_atomically(dataset_id: str, overwrite: bool, create) -> Path:
         refuse_existing(dataset_id)
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{uuid.uuid4().hex[:12]}"
+    for stale in root.glob(f"{STAGING}*"):
+        if left_by_dead_writer(stale.name, STAGING):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f"{STAGING}{writer_tag()}.{uuid.uuid4().hex[:12]}"
     try:
         with _datasets_path(staging):
             create()
+        crash_point("collect", "staged")
         final.parent.mkdir(parents=True, exist_ok=True)
         _copy_namespace_metadata(staging, root, dataset_id)
         trash = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -10,11 +11,36 @@ from typing import Callable, Sequence
 from safecritic import __version__
 from safecritic.configs.errors import RunError, SafecriticError
 
+PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into a usage error, exit 2)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def _seed(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _folder(text: str) -> Path:
+    """argparse type: a path that is, or can become, a folder (not a file, nor below one)."""
+    path = Path(text)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be a folder: {blocker} is a file")
+    return path
+
+
 def _add_run_dir_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
+    p.add_argument("--run-dir", type=_folder, default=None, help="run directory (default: <run.runs_dir>/<run.name>)")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -388,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "constraint; bc: the behaviour prior's mode; bc_successful: the mode of the prior fitted to the "
                         "successful episodes (filtered BC)")
     p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: the run's env.id)")
-    p.add_argument("-n", "--episodes", type=int, default=200, help="episodes per env (default 200)")
-    p.add_argument("--seed", type=int, default=1000, help="base seed of the evaluation episodes (default 1000)")
+    p.add_argument("-n", "--episodes", type=_count, default=200, help="episodes per env (default 200)")
+    p.add_argument("--seed", type=_seed, default=1000, help="base seed of the evaluation episodes (default 1000)")
     p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser(
@@ -406,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/ood_report)")
+    p.add_argument("--out", type=_folder, default=None, help="output folder (default RUN_DIR/ood_report)")
     p.set_defaults(func=cmd_ood_report)
 
     p = sub.add_parser(
@@ -420,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("run_dir", type=Path, help="a trained run directory")
-    p.add_argument("--out", type=Path, default=None, help="artifact folder (default RUN_DIR/artifact)")
+    p.add_argument("--out", type=_folder, default=None, help="artifact folder (default RUN_DIR/artifact)")
     p.add_argument("--variant", default="gated",  # deploy.export.VARIANTS (torch-free here)
                    help="gated (default); the ablations: gate_off (the actor alone), accident_only, ood_only, "
                         "unconstrained, bc, bc_successful")
@@ -451,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_backend_args(p)
         p.set_defaults(config=None)
         if name == "certify":
-            p.add_argument("--report-dir", type=Path, default=None, help="report folder (default ARTIFACT_DIR/report)")
+            p.add_argument("--report-dir", type=_folder, default=None, help="report folder (default ARTIFACT_DIR/report)")
             p.add_argument("--no-release", action="store_true", help="judge and report, but do not release")
             _add_sign_key_arg(p)
         p.set_defaults(func=func)
@@ -534,6 +560,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"safecritic {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
+    except PATH_ERRORS as exc:
+        # A path the checks above did not foresee (a folder where a file must go, a read-only disk):
+        # still the user's to fix, so a message, not a traceback.
+        print(f"safecritic {args.command}: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"safecritic {args.command}: error: {exc.strerror}: {exc.filename}; free space or choose another "
+              "folder (nothing was replaced: files are written atomically)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"safecritic {args.command}: interrupted", file=sys.stderr)
         return 130

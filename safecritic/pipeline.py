@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from safecritic.configs.errors import RunError
 from safecritic.configs.loader import dump_config, load_config, preset_path
+from safecritic.configs.lock import run_lock
 from safecritic.configs.schema import Config
 from safecritic.envs.collect import CollectSummary, collect_dataset
 from safecritic.envs.dataset import OfflineData, load_offline_data
@@ -99,10 +100,11 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, pro
 
     check(config)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    check_run_dir(run_dir, config, resume)
-    data = load_data(config, config_path)
-    trainer = Trainer(config, data, run_dir, progress=progress or NoProgress())
-    return trainer.run(resume=resume)
+    with run_lock(run_dir):  # the check and the writes under one lock: no second writer slips in between
+        check_run_dir(run_dir, config, resume)
+        data = load_data(config, config_path)
+        trainer = Trainer(config, data, run_dir, progress=progress or NoProgress())
+        return trainer.run(resume=resume)
 
 
 # ----- export, evaluate, certify, release ----------------------------------------------
@@ -231,20 +233,27 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     with `.update(n)` for the long loops; `train_progress` follows the trainer's protocol;
     `runner` is the evaluation's backend (default: the local pool).
     """
+    check(config)  # a typo in a criterion must not cost a training run
+    if sign_key is not None:
+        from safecritic.deploy.signing import signer_id
+
+        signer_id(sign_key)  # nor a wrong signing key
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    with run_lock(run_dir):  # every stage writes into run_dir
+        return _run_stages(config, run_dir, stage, bar, train_progress, config_path, sign_key, runner)
+
+
+def _run_stages(config: Config, run_dir: Path, stage: Callable[[str], None] | None,
+                bar: Callable[[int, str], Any] | None, train_progress, config_path: Path | None,
+                sign_key: Path | None, runner: Runner | None) -> dict[str, Any]:
     import time
 
     from safecritic.controller.training import RunPaths, load_checkpoint
     from safecritic.deploy.export import ABLATIONS
     from safecritic.envs.minari_io import dataset_exists
 
-    check(config)  # a typo in a criterion must not cost a training run
-    if sign_key is not None:
-        from safecritic.deploy.signing import signer_id
-
-        signer_id(sign_key)  # nor a wrong signing key
     stage = stage or (lambda message: None)
     timings: dict[str, float] = {}
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     paths = RunPaths(run_dir)
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
