@@ -257,15 +257,10 @@ def run_config(work: Path, guard: Guard) -> Result:
 
 def copy_dataset(source: str, name: str) -> tuple[str, Path]:
     """A copy of dataset `source` under a new id; (id, its main_data.hdf5)."""
-    from safecritic.envs.minari_io import dataset_dir
+    from safecritic.envs.minari_io import copy_dataset as copy_under
 
     dataset_id = f"safecritic/pointnav/adv-{name}-v0"
-    target = dataset_dir(dataset_id)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(dataset_dir(source), target)
-    meta = target / "data" / "metadata.json"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dataset_id": dataset_id}))
-    return dataset_id, target / "data" / "main_data.hdf5"
+    return dataset_id, copy_under(source, dataset_id)
 
 
 def _h5_edit(path: Path, episode: str, fn: Callable) -> None:

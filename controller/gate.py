@@ -153,7 +153,9 @@ class GatedController(nn.Module):
         values = torch.stack([q_r, q_c, ood])  # [3, K, B]
         picked = values.gather(1, idx.view(1, 1, b).expand(3, 1, b)).squeeze(1)  # [3, B]
         record = torch.cat([code.to(obs.dtype).unsqueeze(0), picked, values[1:, 0]], dim=0).t()
-        ok = (finite & torch.isfinite(action).all(dim=1)).unsqueeze(1)
+        # A non-finite value means the critics could not judge this state (a finite observation can
+        # still overflow them once normalised): a fault, not a decision taken on NaN comparisons.
+        ok = (finite & torch.isfinite(action).all(dim=1) & torch.isfinite(record).all(dim=1)).unsqueeze(1)
         return torch.where(ok, action, self.safe_action), torch.where(ok, record, self.fault_record)
 
 

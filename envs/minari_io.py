@@ -38,6 +38,20 @@ def dataset_exists(dataset_id: str) -> bool:
     return (dataset_dir(dataset_id) / "data").is_dir()
 
 
+def copy_dataset(source_id: str, new_id: str) -> Path:
+    """A copy of dataset `source_id` under `new_id` (replacing an earlier copy), to damage or
+    edit without touching the original (tests/test_hardening.py, bench/adversarial.py);
+    returns the copy's main_data.hdf5."""
+    import json
+
+    target = dataset_dir(new_id)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(dataset_dir(source_id), target)
+    meta = target / "data" / "metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dataset_id": new_id}))
+    return target / "data" / "main_data.hdf5"
+
+
 def root_description() -> str:
     env = os.environ.get("MINARI_DATASETS_PATH")
     return f"MINARI_DATASETS_PATH={env}" if env else f"Minari's default folder {datasets_root()} (MINARI_DATASETS_PATH is not set)"

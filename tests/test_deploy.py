@@ -83,6 +83,45 @@ def test_non_finite_observation_gives_safe_action_and_fault_code(artifact, obser
     assert (record[[0, 2, 3], 0] != CODE_FAULT).all()  # the other rows are unaffected
 
 
+@pytest.mark.parametrize("huge", [1e19, 1e30, float(np.finfo(np.float32).max), -1e37])
+def test_an_observation_far_too_large_is_vetoed_or_a_fault(artifact, observations, huge):
+    """Finite, but absurd: the detector must veto every candidate (fallback, with the score that
+    vetoed it recorded), or, where the normalised features overflow the critics to inf/NaN, the
+    gate cannot judge at all and must say so (fault, the safe action), never act on NaN comparisons."""
+    controller = load(artifact)
+    obs = observations[:3].numpy().copy()
+    obs[1, 0] = huge
+    action, record = controller.act(obs)
+    code = record[1, 0]
+    assert np.isfinite(action).all() and (np.abs(action) <= 1).all()
+    if code == CODE_FAULT:
+        np.testing.assert_array_equal(action[1], controller.manifest["safe_action"]["constant"])
+    else:
+        assert controller.explain(record[1])["decision"] == "fallback"
+        assert np.isfinite(record[1]).all() and record[1, 5] > controller.manifest["thresholds"]["ood"]
+    assert (record[[0, 2], 0] != CODE_FAULT).all() and np.isfinite(record[[0, 2]]).all()
+
+
+def test_a_non_finite_value_inside_the_gate_is_a_fault(smoke_run, observations):
+    """Overflowing critics (inf/NaN values for a finite observation) give the fault code and the
+    safe action, not a decision taken on NaN comparisons."""
+    from safecritic.deploy.export import FULL, build_controller, load_for_export
+
+    config, model, _, _ = load_for_export(smoke_run)
+    gate = build_controller(model, config, FULL)
+    obs = observations[:3].clone()
+    real_scores = gate.scores
+
+    def overflowing(clean):
+        cands, q_r, q_c, ood, score = real_scores(clean)
+        return cands, q_r, q_c, ood.index_fill(1, torch.tensor([1]), float("nan")), score
+
+    gate.scores = overflowing
+    action, record = gate(obs)
+    assert record[1, 0] == CODE_FAULT and torch.equal(action[1], gate.safe_action)
+    assert (record[[0, 2], 0] != CODE_FAULT).all()
+
+
 def test_wrong_observation_shape_or_type_is_a_clear_error(artifact):
     controller = load(artifact)
     with pytest.raises(ObservationError, match=r"shape \(12,\) or \(batch, 12\), got \(11,\)"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from safecritic.cli import main
 from safecritic.configs import ConfigError, DatasetError, RunError, load_config
 from safecritic.configs.lock import lock_file_of, run_lock
 from safecritic.envs.dataset import load_transitions
-from safecritic.envs.minari_io import dataset_dir, dataset_exists, dataset_lock, datasets_root
+from safecritic.envs.minari_io import copy_dataset, dataset_dir, dataset_exists, dataset_lock, datasets_root
 
 from conftest import REPO, SMOKE
 
@@ -58,13 +57,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def _copy_dataset(source: str, name: str) -> Path:
     """A copy of `source` under the id safecritic/pointnav/<name>-v0; returns its main_data.hdf5."""
-    dataset_id = f"safecritic/pointnav/{name}-v0"
-    target = dataset_dir(dataset_id)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(dataset_dir(source), target)
-    meta = target / "data" / "metadata.json"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dataset_id": dataset_id}))
-    return target / "data" / "main_data.hdf5"
+    return copy_dataset(source, f"safecritic/pointnav/{name}-v0")
 
 
 @pytest.fixture(scope="module")
