@@ -35,6 +35,11 @@ from safecritic.critics.ood import with_prior_term
 from safecritic.critics.q_ensemble import pair_inputs
 
 CODE_POLICY, CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT = 0, 1, 2, 3
+# Beyond this many data standard deviations (a normalised feature) an observation is a fault: no
+# sensor reads there, and the critics' float32 sums would overflow, to NaN in torch and to other
+# values in onnxruntime (bench/onnx_parity.py found entries of 1e37 do), so no decision there could
+# be trusted or reproduced across runtimes. Far below any overflow, far above any data (~10).
+JUDGED_LIMIT = 1e6
 DECISIONS = {CODE_POLICY: "policy", CODE_CANDIDATE: "other candidate", CODE_FALLBACK: "fallback", CODE_FAULT: "fault"}
 # The record's columns; the export writes this layout into the manifest for the runtime.
 RECORD_FIELDS = ["code", "q_task", "q_cost", "ood_score", "proposal_q_cost", "proposal_ood_score"]
@@ -78,6 +83,7 @@ class GatedController(nn.Module):
         self.register_buffer("safe_action", constant)  # faults: the constant
         self.register_buffer("offsets", fixed_offsets(gate.policy_candidates, int(model.act_low.numel())).unsqueeze(1))
         self.register_buffer("cost_threshold", torch.tensor(float(gate.cost_threshold)))
+        self.judged_limit = JUDGED_LIMIT
         self.register_buffer("ood_threshold", model.ood_tau.clone())
         fault_record = torch.full((len(RECORD_FIELDS),), float("nan"))
         fault_record[0] = float(CODE_FAULT)
@@ -104,8 +110,12 @@ class GatedController(nn.Module):
     def scores(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """At finite raw observations: candidates [K, B, A] (unit box; the proposal first, the safe
         action last), their Q_R, Q_C, OOD score and ranking score Q_R + w log pi(a|s), each [K, B]."""
+        return self.scores_at(self.obs_norm(self.features(clean)), clean)
+
+    def scores_at(self, x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                          torch.Tensor, torch.Tensor]:
+        """scores() at the normalised states x of the raw observations `clean`."""
         b = clean.shape[0]
-        x = self.obs_norm(self.features(clean))
         (log_w, mean, log_std), (p_w, p_mean, p_log_std) = self._policies(x)
         best = mode_index(log_w, mean, log_std)
         proposal, spread = pick(mean, best), pick(log_std, best).exp()
@@ -134,7 +144,9 @@ class GatedController(nn.Module):
         b = obs.shape[0]
         finite = torch.isfinite(obs).all(dim=1)
         clean = torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))
-        cands, q_r, q_c, ood, score = self.scores(clean)
+        x = self.obs_norm(self.features(clean))
+        finite = finite & (x.abs() <= self.judged_limit).all(dim=1)  # NaN compares False: faulted too
+        cands, q_r, q_c, ood, score = self.scores_at(x, clean)
         k = cands.shape[0]
         admissible = torch.ones_like(q_r, dtype=torch.bool)
         if self.use_cost:
@@ -153,8 +165,8 @@ class GatedController(nn.Module):
         values = torch.stack([q_r, q_c, ood])  # [3, K, B]
         picked = values.gather(1, idx.view(1, 1, b).expand(3, 1, b)).squeeze(1)  # [3, B]
         record = torch.cat([code.to(obs.dtype).unsqueeze(0), picked, values[1:, 0]], dim=0).t()
-        # A non-finite value means the critics could not judge this state (a finite observation can
-        # still overflow them once normalised): a fault, not a decision taken on NaN comparisons.
+        # A non-finite value means the critics could not judge this state: a fault, not a decision
+        # taken on NaN comparisons.
         ok = (finite & torch.isfinite(action).all(dim=1) & torch.isfinite(record).all(dim=1)).unsqueeze(1)
         return torch.where(ok, action, self.safe_action), torch.where(ok, record, self.fault_record)
 
@@ -181,11 +193,13 @@ class PolicyController(nn.Module):
         self.candidate_count = 1
         self.record_width = len(RECORD_FIELDS)
         self.code_policy, self.code_fault = CODE_POLICY, CODE_FAULT
+        self.judged_limit = JUDGED_LIMIT
         self.eval()
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         finite = torch.isfinite(obs).all(dim=1)
         x = self.obs_norm(self.features(torch.where(finite.unsqueeze(1), obs, torch.zeros_like(obs))))
+        finite = finite & (x.abs() <= self.judged_limit).all(dim=1)  # as the gate: beyond it, a fault
         unit = self.policy.mode(x)
         action = self.act_low + (unit + 1.0) * 0.5 * (self.act_high - self.act_low)
         action = torch.maximum(torch.minimum(action, self.act_high), self.act_low)
