@@ -411,6 +411,10 @@ def runtime_fuzz(artifact: Path) -> Tally:
             tally.add(name, "action out of bounds")
         elif (record[bad_rows, 0] != 3).any():
             tally.add(name, "non-finite observation without fault code 3")
+        elif (record[np.abs(np.nan_to_num(array)).max(axis=1) >= 1e20, 0] != 3).any():
+            tally.add(name, "an observation far beyond the gate's judged limit without fault code 3")
+        elif not np.isfinite(record[record[:, 0] != 3]).all():
+            tally.add(name, "a decision (not a fault) recorded with non-finite values")
         else:
             tally.add(name, None)
 

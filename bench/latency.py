@@ -10,11 +10,18 @@ wall-clock time per call through our runtime (numpy in, numpy out) and, for all 
 per bare module call (torch in, torch out). The controllers are timed in alternating
 blocks of 100 calls (the first 10 of each block not counted), so that the gated/floor
 ratio compares like with like: the same machine noise, each with its weights in cache.
+
+    python bench/latency.py runs/new --baseline ../old-checkout runs/old
+
+also times a checkout of another commit side by side, in the same blocks: its deploy/runtime.py
+(which stands alone) loading the artifacts that its own code exported from `runs/old` (export
+them there first, e.g. with that checkout's bench/latency.py); the rows gain "(baseline)".
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -63,6 +70,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--d3rlpy-policy", type=Path, default=Path("runs/bench/vs_d3rlpy/d3rlpy_policy.pt"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
+    parser.add_argument("--baseline", nargs=2, type=Path, metavar=("CHECKOUT", "RUN_DIR"),
+                        help="another commit's checkout and a run whose artifacts it exported, timed alongside")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config, _, _ = load_trained(args.run_dir)
@@ -72,6 +81,13 @@ def main() -> None:
         if not (folder / "controller.pt").is_file():  # `safecritic run` writes both
             export(args.run_dir, folder, variant)
     controllers = {name: load(folder, threads=1) for name, folder in artifacts.items()}
+    if args.baseline:
+        checkout, old_run = args.baseline
+        spec = importlib.util.spec_from_file_location("baseline_runtime", checkout / "deploy" / "runtime.py")
+        baseline = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(baseline)
+        for name, folder in list(artifacts.items()):
+            controllers[f"{name} (baseline)"] = baseline.load(old_run / folder.relative_to(args.run_dir), threads=1)
     modules = {name: c.module for name, c in controllers.items()}
     if args.d3rlpy_policy.is_file():
         modules["d3rlpy save_policy"] = torch.jit.load(str(args.d3rlpy_policy))
@@ -87,9 +103,15 @@ def main() -> None:
         [[name, f"{r['runtime']['p50_us']:.0f}" if r["runtime"] else "-", f"{r['runtime']['p99_us']:.0f}" if r["runtime"] else "-",
           f"{r['module']['p50_us']:.0f}", f"{r['module']['p99_us']:.0f}"] for name, r in rows.items()],
     )
-    write_json(args.out, {"machine": machine(), "rows": rows, "gated_over_floor_p99": gated / floor})
+    report = {"machine": machine(), "rows": rows, "gated_over_floor_p99": gated / floor}
     print(table)
     print(f"gated p99 = {gated:.0f} µs = {gated / floor:.2f}x the actor alone's p99 (gate_off)")
+    if args.baseline:
+        base = rows["gated controller (baseline)"]["runtime"]
+        report["gated_over_baseline"] = {q: rows["gated controller"]["runtime"][q] / base[q] for q in ("p50_us", "p99_us")}
+        print("gated over the baseline's gated (runtime): p50 {p50_us:.3f}x, p99 {p99_us:.3f}x".format(
+            **report["gated_over_baseline"]))
+    write_json(args.out, report)
 
 
 if __name__ == "__main__":
