@@ -42,8 +42,10 @@ def build_report(
     evaluation: dict[str, Any],
     ablations: dict[str, dict[str, Any]],
     report_dir: Path,
+    signed_by: str | None = None,
 ) -> dict[str, Any]:
-    """Judge every engine, write report.json, report.md and the PNGs; returns the report."""
+    """Judge every engine, write report.json, report.md and the PNGs; returns the report.
+    `signed_by`: the key id whose signature was verified before the evaluation, if any."""
     engines = {}
     for env_id, ev in evaluation["envs"].items():
         criteria = config.deploy.criteria[env_id]
@@ -74,6 +76,7 @@ def build_report(
         "passed": passed,
         "failed_criteria": failed,
         "artifact_digest": artifact_digest(manifest),  # what this report certifies (release checks it)
+        "signed_by": signed_by,
         "dataset": manifest["dataset"],
         "thresholds": manifest["thresholds"],
         "safe_action": manifest["safe_action"],
@@ -184,7 +187,8 @@ def _training_line(report: dict[str, Any]) -> list[str]:
 
 def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     lines = [f"# Certification report: {report['run']}", "",
-             f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact digest `{report['artifact_digest']}`; "
+             f"**{'PASSED' if report['passed'] else 'FAILED'}**. Artifact digest `{report['artifact_digest']}`"
+             f"{' (signature of key ' + report['signed_by'] + ' verified)' if report.get('signed_by') else ''}; "
              f"dataset `{report['dataset']['id']}`; {report['episodes']} episodes per engine from seed {report['seed']}; "
              f"cost threshold {report['thresholds']['cost']:g}, OOD threshold {report['thresholds']['ood']:.4g} "
              f"(conformal, alpha_fa = {report['thresholds']['ood_false_alarm_rate']:g}); {_safe_action(report)}.", ""]

@@ -261,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _artifact_config(args)
     total = config.deploy.episodes * len(config.env.eval_ids)
     with _runner(args, config) as runner, _progress(total, "evaluate", "ep") as bar:
-        evaluation = evaluate(args.artifact_dir, config, bar.update, runner=runner)
+        evaluation = evaluate(args.artifact_dir, config, bar.update, runner=runner, trusted_keys=args.trusted_key)
     _print_engine_table(evaluation["envs"], f"evaluation of {args.artifact_dir} ({config.deploy.episodes} episodes per engine)")
     print(f"saved {args.artifact_dir}/evaluation.json")
     return EXIT_OK
@@ -274,7 +274,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
     total = config.deploy.episodes * len(config.env.eval_ids)
     with _runner(args, config) as runner, _progress(total, "evaluate", "ep") as bar:
         report = certify(args.artifact_dir, config, args.report_dir, progress=bar.update, do_release=not args.no_release,
-                         sign_key=args.sign_key, runner=runner)
+                         sign_key=args.sign_key, runner=runner, trusted_keys=args.trusted_key)
+    if report["signed_by"]:
+        print(f"signature verified: signed by {report['signed_by']}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED
 
@@ -475,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("artifact_dir", type=Path, help="artifact folder (controller.pt, manifest.json, digest)")
         _add_config_args(p)
         _add_backend_args(p)
+        p.add_argument("--trusted-key", action="append", type=Path, default=None, metavar="PUBLIC_KEY",
+                       help="run only an artifact signed by this Ed25519 public key (KEY.pub of `safecritic keygen`; "
+                            "repeatable: any of them); an unsigned, foreign-signed or edited one exits 2")
         p.set_defaults(config=None)
         if name == "certify":
             p.add_argument("--report-dir", type=_folder, default=None, help="report folder (default ARTIFACT_DIR/report)")

@@ -142,9 +142,23 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
         raise RunError(str(exc)) from None
 
 
+def verify_signature(artifact_dir: Path, trusted_keys: list[Path]) -> str:
+    """The signer of an artifact signed by one of `trusted_keys` (public keys); RunError for an
+    unsigned one, a foreign signature or an edit since signing, before any episode runs."""
+    from safecritic.deploy.runtime import ArtifactError, load
+
+    try:
+        return load(artifact_dir, threads=None, trusted_keys=trusted_keys).signer
+    except ArtifactError as exc:
+        raise RunError(str(exc)) from None
+
+
 def evaluate(artifact_dir: Path, config: Config | None = None, progress: Callable[[int], None] | None = None,
-             reuse: bool = False, runner: Runner | None = None) -> dict[str, Any]:
-    """Stage 6: run the exported file in every env of the config; saves evaluation.json."""
+             reuse: bool = False, runner: Runner | None = None, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
+    """Stage 6: run the exported file in every env of the config; saves evaluation.json. With
+    `trusted_keys`, only an artifact signed by one of them runs."""
+    if trusted_keys:
+        verify_signature(artifact_dir, trusted_keys)
     return evaluate_many([Path(artifact_dir)], config, progress, reuse, runner)[Path(artifact_dir)]
 
 
@@ -193,9 +207,11 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
 
 def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path | None = None,
             ablation_dirs: dict[str, Path] | None = None, progress: Callable[[int], None] | None = None,
-            do_release: bool = True, sign_key: Path | None = None, runner: Runner | None = None) -> dict[str, Any]:
+            do_release: bool = True, sign_key: Path | None = None, runner: Runner | None = None,
+            trusted_keys: list[Path] | None = None) -> dict[str, Any]:
     """Stage 7: judge the criteria per engine, write the report, release on a pass (signed
-    with `sign_key` when given); `runner` is the evaluation's backend (default: the local pool)."""
+    with `sign_key` when given); `runner` is the evaluation's backend (default: the local pool).
+    With `trusted_keys`, only an artifact signed by one of them is certified (report: signed_by)."""
     from safecritic.deploy.certify import release
     from safecritic.deploy.report import build_report
     from safecritic.deploy.runtime import artifact_digest
@@ -205,6 +221,7 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
         from safecritic.deploy.signing import signer_id
 
         signer_id(sign_key)  # a wrong key path must not cost an evaluation
+    signed_by = verify_signature(artifact_dir, trusted_keys) if trusted_keys else None
     manifest = read_manifest(artifact_dir)
     config = check(config or Config.model_validate(manifest["config"]))
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
@@ -213,7 +230,7 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     ablations = {name: {"manifest": read_manifest(folder), "evaluation": evaluations[folder]}
                  for name, folder in ablation_dirs.items()}
     report_dir = Path(report_dir) if report_dir else artifact_dir / "report"
-    report = build_report(config, manifest, evaluation, ablations, report_dir)
+    report = build_report(config, manifest, evaluation, ablations, report_dir, signed_by)
     report["report_dir"] = str(report_dir)
     report["artifact_dir"] = str(artifact_dir)
     report["released_to"] = None

@@ -276,3 +276,24 @@ def test_evaluate_and_certify_refuse_a_bad_artifact_with_exit_2(artifact, tmp_pa
     assert "thresholds.cost is 1.5" in capsys.readouterr().err
     assert main(["certify", str(artifact), "--sign-key", str(tmp_path / "nokey")]) == 2  # before any rollout
     assert "cannot read it" in capsys.readouterr().err
+
+
+def test_evaluate_and_certify_with_trusted_keys_run_only_a_signed_artifact(artifact, keys, tmp_path, capsys):
+    """--trusted-key: an unsigned or foreign-signed artifact exits 2 before any episode; a signed one is
+    certified and the report names its signer."""
+    folder = tampered(artifact, tmp_path / "signed")
+    (folder / "evaluation.json").unlink(missing_ok=True)  # copied along when an earlier test evaluated the shared artifact
+    tiny = ["-o", "deploy.episodes=1", "--no-release"]
+    assert main(["certify", str(folder), "--trusted-key", str(keys["ours.pub"]), *tiny]) == 2
+    assert "is not signed" in capsys.readouterr().err
+    assert main(["sign", str(folder), "--key", str(keys["stranger"])]) == 0
+    assert main(["evaluate", str(folder), "--trusted-key", str(keys["ours.pub"]), "-o", "deploy.episodes=1"]) == 2
+    assert "not among the trusted keys" in capsys.readouterr().err
+    assert not (folder / "evaluation.json").exists()  # refused before any episode ran
+    assert main(["sign", str(folder), "--key", str(keys["ours"])]) == 0
+    capsys.readouterr()
+    code = main(["certify", str(folder), "--trusted-key", str(keys["stranger.pub"]), "--trusted-key",
+                 str(keys["ours.pub"]), *tiny])
+    assert code in (0, 1) and "signature verified: signed by" in capsys.readouterr().out
+    signer = json.loads((folder / "signature.json").read_text())["key_id"]
+    assert json.loads((folder / "report" / "report.json").read_text())["signed_by"] == signer
