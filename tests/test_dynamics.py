@@ -76,3 +76,35 @@ def test_members_are_batched_and_their_own(fitted):
 def test_bad_elite_count_is_a_clear_error():
     with pytest.raises(ValueError, match="elites must be between 1 and members"):
         DynamicsEnsemble.for_data(linear_system(10), members=3, elites=4)
+
+
+def test_mopo_penalty_is_the_disagreement_and_grows_away_from_the_data(fitted):
+    from safecritic.critics.model_rollouts import imagine
+
+    model, data, _ = fitted
+
+    def push(obs):  # a fixed policy: full action along +x
+        return torch.tensor([1.0, 0.0]).expand(obs.shape[0], 2)
+
+    near, far = data.obs[:200] * 0.5, data.obs[:200] * 0.5 + torch.tensor([0.0, 4.0, 4.0, 0.0])
+    for start in (near, far):
+        plain = imagine(model, start, push, horizon=1, penalty=0.0, generator=torch.Generator().manual_seed(3))
+        penalised = imagine(model, start, push, horizon=1, penalty=2.0, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(plain.rew - penalised.rew, 2.0 * model.disagreement(start, push(start)))
+    gap = lambda start: model.disagreement(start, push(start)).mean()  # noqa: E731
+    assert gap(far) > 3.0 * gap(near)
+
+
+def test_rollouts_stop_where_the_model_expects_a_cost(fitted):
+    """From states just short of the costly region (s_0 > 0.8), pushing +x: the cost is imagined,
+    the rollout ends there, and nothing of that row follows."""
+    from safecritic.critics.model_rollouts import imagine
+
+    model, data, _ = fitted
+    start = torch.tensor([[0.7, 0.0, 0.0, 0.0]]).repeat(50, 1)
+    out = imagine(model, start, lambda o: torch.tensor([1.0, 0.0]).expand(o.shape[0], 2), horizon=10, penalty=1.0,
+                  generator=torch.Generator().manual_seed(0))
+    assert len(out) < 10 * 50 and out.terminal.sum() >= 45  # (nearly) every row ended, none ran on
+    assert (out.cost[out.terminal > 0] > 0.5).float().mean() > 0.9
+    with pytest.raises(ValueError, match="horizon must be >= 1 and penalty >= 0"):
+        imagine(model, start, lambda o: o[:, :2], horizon=0, penalty=1.0)
