@@ -91,12 +91,13 @@ def judge(summary: dict[str, Any], criteria: CriteriaConfig, reference_return: f
     return out
 
 
-def check_artifact(artifact_dir: Path) -> tuple[dict[str, Any], str]:
-    """(manifest, digest) of an artifact after every check the runtime makes, the module
-    loaded and cross-checked against its manifest: what certification judges and reports
-    (thresholds, spaces) is then what the module holds. ArtifactError otherwise."""
-    controller = load(artifact_dir, threads=None)
-    return controller.manifest, controller.digest
+def check_artifact(artifact_dir: Path, trusted_keys: list[Path] | None = None) -> tuple[dict[str, Any], str, str | None]:
+    """(manifest, digest, signer) of an artifact after every check the runtime makes, the module
+    loaded and cross-checked against its manifest (and, with `trusted_keys`, the signature):
+    what certification judges and reports (thresholds, spaces) is then what the module holds.
+    ArtifactError otherwise."""
+    controller = load(artifact_dir, threads=None, trusted_keys=trusted_keys or None)
+    return controller.manifest, controller.digest, controller.signer
 
 
 def check_report(report_dir: Path, digest: str) -> None:

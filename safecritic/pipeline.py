@@ -129,42 +129,46 @@ def _eval_settings(config: Config) -> dict[str, Any]:
             "faults": config.env.faults.model_dump()}
 
 
-def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """The artifact's manifest, after every check the runtime makes (structure, digest, files,
-    the module loaded and cross-checked against it), so a bad artifact stops here, before
-    any worker starts."""
+def verified_manifest(artifact_dir: Path, trusted_keys: list[Path] | None = None) -> tuple[dict[str, Any], str | None]:
+    """(manifest, signer) of an artifact after every check the runtime makes (structure, digest,
+    files, the module loaded and cross-checked against it; with `trusted_keys`, a signature by
+    one of them), so a bad artifact stops here, before any worker starts."""
     from safecritic.deploy.certify import check_artifact
     from safecritic.deploy.runtime import ArtifactError
 
     try:
-        return check_artifact(artifact_dir)[0]
+        manifest, _, signer = check_artifact(artifact_dir, trusted_keys)
     except ArtifactError as exc:
         raise RunError(str(exc)) from None
+    return manifest, signer
 
 
-def verify_signature(artifact_dir: Path, trusted_keys: list[Path]) -> str:
-    """The signer of an artifact signed by one of `trusted_keys` (public keys); RunError for an
-    unsigned one, a foreign signature or an edit since signing, before any episode runs."""
-    from safecritic.deploy.runtime import ArtifactError, load
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """The manifest of a verified artifact (verified_manifest, no signature asked for)."""
+    return verified_manifest(artifact_dir)[0]
 
-    try:
-        return load(artifact_dir, threads=None, trusted_keys=trusted_keys).signer
-    except ArtifactError as exc:
-        raise RunError(str(exc)) from None
+
+def _check_sign_key(sign_key: Path | None) -> None:
+    """A wrong signing key path must not cost a training run or an evaluation: read it first."""
+    if sign_key is not None:
+        from safecritic.deploy.signing import signer_id
+
+        signer_id(sign_key)
 
 
 def evaluate(artifact_dir: Path, config: Config | None = None, progress: Callable[[int], None] | None = None,
              reuse: bool = False, runner: Runner | None = None, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
     """Stage 6: run the exported file in every env of the config; saves evaluation.json. With
     `trusted_keys`, only an artifact signed by one of them runs."""
-    if trusted_keys:
-        verify_signature(artifact_dir, trusted_keys)
-    return evaluate_many([Path(artifact_dir)], config, progress, reuse, runner)[Path(artifact_dir)]
+    artifact_dir = Path(artifact_dir)
+    manifest, _ = verified_manifest(artifact_dir, trusted_keys)
+    return evaluate_many([artifact_dir], config, progress, reuse, runner, {artifact_dir: manifest})[artifact_dir]
 
 
 def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
                   progress: Callable[[int], None] | None = None, reuse: bool = False,
-                  runner: Runner | None = None) -> dict[Path, dict[str, Any]]:
+                  runner: Runner | None = None, manifests: dict[Path, dict[str, Any]] | None = None
+                  ) -> dict[Path, dict[str, Any]]:
     """Evaluate several artifacts on one backend (each saves its evaluation.json): `runner`
     (deploy/ray_backend.py's RayRunner), by default a pool of data.workers processes.
 
@@ -177,7 +181,8 @@ def evaluate_many(artifact_dirs: list[Path], config: Config | None = None,
     from safecritic.deploy.evaluate import episodes_as_dicts, evaluate_artifacts, summarize_env
     from safecritic.deploy.runtime import artifact_digest
 
-    manifests = {Path(a): read_manifest(Path(a)) for a in artifact_dirs}
+    known = manifests or {}  # verified already by the caller
+    manifests = {Path(a): known.get(Path(a)) or read_manifest(Path(a)) for a in artifact_dirs}
     config = check(config or Config.model_validate(next(iter(manifests.values()))["config"]))
     out: dict[Path, dict[str, Any]] = {}
     todo = []
@@ -217,17 +222,14 @@ def certify(artifact_dir: Path, config: Config | None = None, report_dir: Path |
     from safecritic.deploy.runtime import artifact_digest
 
     artifact_dir = Path(artifact_dir)
-    if sign_key is not None and do_release:
-        from safecritic.deploy.signing import signer_id
-
-        signer_id(sign_key)  # a wrong key path must not cost an evaluation
-    signed_by = verify_signature(artifact_dir, trusted_keys) if trusted_keys else None
-    manifest = read_manifest(artifact_dir)
+    _check_sign_key(sign_key if do_release else None)
+    manifest, signed_by = verified_manifest(artifact_dir, trusted_keys)
     config = check(config or Config.model_validate(manifest["config"]))
     ablation_dirs = {name: Path(folder) for name, folder in (ablation_dirs or {}).items()}
-    evaluations = evaluate_many([artifact_dir, *ablation_dirs.values()], config, progress, reuse=True, runner=runner)
+    manifests = {artifact_dir: manifest, **{folder: read_manifest(folder) for folder in ablation_dirs.values()}}
+    evaluations = evaluate_many(list(manifests), config, progress, reuse=True, runner=runner, manifests=manifests)
     evaluation = evaluations[artifact_dir]
-    ablations = {name: {"manifest": read_manifest(folder), "evaluation": evaluations[folder]}
+    ablations = {name: {"manifest": manifests[folder], "evaluation": evaluations[folder]}
                  for name, folder in ablation_dirs.items()}
     report_dir = Path(report_dir) if report_dir else artifact_dir / "report"
     report = build_report(config, manifest, evaluation, ablations, report_dir, signed_by)
@@ -251,10 +253,7 @@ def run_all(config: Config, run_dir: Path | None = None, stage: Callable[[str], 
     `runner` is the evaluation's backend (default: the local pool).
     """
     check(config)  # a typo in a criterion must not cost a training run
-    if sign_key is not None:
-        from safecritic.deploy.signing import signer_id
-
-        signer_id(sign_key)  # nor a wrong signing key
+    _check_sign_key(sign_key)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     with run_lock(run_dir):  # every stage writes into run_dir
         return _run_stages(config, run_dir, stage, bar, train_progress, config_path, sign_key, runner)
