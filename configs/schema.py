@@ -10,7 +10,7 @@ from a peer or a measurement say so; docs/design.md holds the evidence.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -157,6 +157,14 @@ class PolicyConfig(StrictModel):
     temperature: float = Field(0.3, gt=0.0, le=1e3, description="beta: sharpness of the advantage weights, in "
                                        "units of the advantages' spread (AWR's inverse temperature); -> 0 is BC on the "
                                        "successful episodes (docs/design.md, 'The actor's temperature').")
+    learner: Literal["csc", "bc", "bc_safe", "bcq", "bcq_lag", "bear", "brac", "mopo", "combo"] = Field(
+        "csc", description="The offline learner (controller/learners/): csc, the state-wise accident-constrained "
+        "actor on CQL (the default); bc, behaviour cloning on all the data; bcq, bear, brac, the policy-constraint "
+        "families; mopo and combo, the model-based ones; bc_safe and bcq_lag, OSRL's safe offline baselines. Every learner gets the same accident critics "
+        "and sits behind the same gate.")
+    learner_options: dict[str, float] = Field(
+        default_factory=dict, description="The learner's own settings by name (each learner's Options, at the top "
+        "of its module), e.g. {phi: 0.1} for bcq; a name the learner does not have is refused.")
 
 
 class GateConfig(StrictModel):

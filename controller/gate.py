@@ -57,6 +57,10 @@ class GatedController(nn.Module):
     """Proposal and candidates -> one batched pass of Q_R, Q_C, OOD -> the proposal if admissible,
     else the best admissible candidate, else the safe action."""
 
+    # A compile-time constant: TorchScript compiles only the branch taken, so a learner's own
+    # policy (controller/learners/), which has no fused form, needs no `params_from_output`.
+    __constants__ = ["fused"]
+
     def __init__(self, model: SafeCriticModel, gate: GateConfig, use_cost: bool = True, use_ood: bool = True) -> None:
         super().__init__()
         self.features = copy.deepcopy(model.features)

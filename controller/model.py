@@ -73,7 +73,7 @@ class SafeCriticModel(nn.Module):
     `normalize_obs`, `to_unit_action` and `from_unit_action` convert at the boundary.
     """
 
-    def __init__(self, config: Config, spec: ModelSpec, task: Task | None = None) -> None:
+    def __init__(self, config: Config, spec: ModelSpec, task: Task | None = None, learner: type | None = None) -> None:
         super().__init__()
         c, p = config.critics, config.policy
         self.spec = spec
@@ -106,7 +106,11 @@ class SafeCriticModel(nn.Module):
         self.critic_target = QEnsemble(o, a, c.hidden, c.members, 2, spec.cost_q_max)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.actor = MixturePolicy(o, a, p.hidden, p.components)
+        if learner is None:  # controller/learners/: policy.learner's, which says what its policy is
+            from safecritic.controller.learners import learner_class
+
+            learner = learner_class(config.policy.learner)
+        self.actor = learner.build_actor(self, o, a, config)
         self.unconstrained = MixturePolicy(o, a, p.hidden, p.components)  # the ablation: no accident constraint
 
     def ood_score(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

@@ -121,6 +121,8 @@ def fused_policy_pass(*policies: MixturePolicy) -> EnsembleMLP | None:
     """The policies' MLPs as one ensemble, one batched matmul per layer instead of one small one
     each, or None when their shapes differ. For inference: at batch 1 the gate's cost is the
     number of ops."""
+    if not all(isinstance(p, MixturePolicy) for p in policies):
+        return None  # a learner's own policy (controller/learners/) runs its own forward
     layers = [[m for m in p.net.net if isinstance(m, nn.Linear)] for p in policies]
     first = layers[0]
     same = all(len(ls) == len(first) and all(a.in_features == b.in_features and a.out_features == b.out_features

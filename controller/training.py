@@ -24,7 +24,8 @@ from safecritic.configs.lock import ensure_folder, run_lock
 from safecritic.configs.schema import Config
 from safecritic.controller.model import ModelSpec, SafeCriticModel
 from safecritic.controller.policies import MixturePolicy
-from safecritic.controller.update import TrainTensors, Update, pretrain_update
+from safecritic.controller.learners import learner_class
+from safecritic.controller.update import TrainTensors, Update, adam, pretrain_update
 from safecritic.critics.conformal import conformal_threshold
 from safecritic.critics.cpu import tune_cpu, use_bf16
 from safecritic.critics.diagnostics import accident_auroc, steps_before_accident
@@ -73,14 +74,6 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "train_summary.json"
-
-
-def adam(params: Iterable[torch.Tensor], lr: float, fused: bool = True) -> torch.optim.Adam:
-    """Adam with torch's fused CPU kernel: one op per step instead of ~10 per parameter
-    tensor. Our networks are small and their updates bound by per-op overhead, not FLOPs:
-    +7-9% critic-phase updates/s on the default config (bench/optimizer_ab.py, which also
-    builds the for-loop variant with fused=False)."""
-    return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
 def model_spec(config: Config, data: OfflineData) -> ModelSpec:
@@ -167,15 +160,19 @@ class Trainer:
     run_dir: Path
     progress: Progress = field(default_factory=NoProgress)
     on_step: Callable[[str, int], None] | None = None
-    # The critic-phase update; bench/constraints.py passes the alternatives it measures against it.
-    update_class: type[Update] = Update
+    # The critic-phase update: policy.learner's (controller/learners/), unless given;
+    # bench/constraints.py passes the alternatives it measures against the default.
+    update_class: type[Update] | None = None
 
     def __post_init__(self) -> None:
         self.paths = RunPaths(Path(self.run_dir))
         tune_cpu(self.config.run.threads)
         torch.manual_seed(self.config.run.seed)
+        if self.update_class is None:
+            self.update_class = learner_class(self.config.policy.learner)
+        self.update_class.options(self.config)  # a misspelt learner option stops here, before any work
         self.spec = model_spec(self.config, self.data)
-        self.model = SafeCriticModel(self.config, self.spec)
+        self.model = SafeCriticModel(self.config, self.spec, learner=self.update_class)
         _prepare_model(self.model, self.data)
         c, p, train = self.config.critics, self.config.policy, self.data.train
         rare = torch.nonzero(steps_before_accident(train, c.accident.oversample_horizon, require_terminal=False)).flatten()
@@ -184,6 +181,8 @@ class Trainer:
         self.successful_rows = torch.nonzero(successful_episode_rows(
             train, self.data.info.has_success, self.config.data.successful_quantile,
             self.config.data.successful_max_cost)).flatten()
+        # OSRL's "safe" episodes: within the cost budget, whatever their return (BC-Safe learns from them).
+        self.safe_rows = torch.nonzero(successful_episode_rows(train, False, 0.0, self.config.data.successful_max_cost)).flatten()
         if not len(self.successful_rows):
             raise RunError(
                 f"no training episode has a summed cost of at most data.successful_max_cost = "
@@ -197,7 +196,7 @@ class Trainer:
             "reference": adam(m.reference.parameters(), p.prior_lr),
             "detector": adam(m.detector.parameters(), c.lr),
             "critic": adam(m.critic.parameters(), c.lr),
-            "actor": adam([*m.actor.parameters(), *m.unconstrained.parameters()], p.lr),
+            **self.update_class.optimizers(m, self.config),
         }
         self.generator = torch.Generator().manual_seed(self.config.run.seed)
         self.phase, self.step, self.metrics_lines = PHASES[0], 0, 0
@@ -346,11 +345,7 @@ class Trainer:
 
         self._loop(max(p.prior_steps, o.steps), step)
         self.calibration = calibrate_detector(self.model, self.data, self.config)
-        # The actor and its twin start as BC on the successful episodes (pi_ref) and improve on it
-        # under the critics; from scratch, the actor's own risk estimate is high everywhere and the
-        # constrained fit settles for minimising it (docs/design.md, "The actor").
-        self.model.actor.load_state_dict(self.model.reference.state_dict())
-        self.model.unconstrained.load_state_dict(self.model.reference.state_dict())
+        self.update_class.start(self.model)
         self.phase, self.step = "critic", 0
         self.save()
 
@@ -358,12 +353,13 @@ class Trainer:
         """One critic-phase update (controller/update.py) on a fresh batch, as a closure: the
         training loop calls it, and bench/ times exactly the same function."""
         self.tensors.cache_priors(self.model)
-        update = self.update_class(self.model, self.config, self.optimizers, self.generator)
+        update = self.update_class(self.model, self.config, self.optimizers, self.generator, data=self.tensors)
         c = self.config.critics
+        actor_rows = {"successful": self.successful_rows, "safe": self.safe_rows, "all": None}[update.actor_rows]
 
         def step() -> dict[str, torch.Tensor]:
             return update(self.tensors.sample(c.batch_size, self.generator, c.accident.oversample),
-                          self.tensors.sample(c.batch_size, self.generator, rows=self.successful_rows))
+                          self.tensors.sample(c.batch_size, self.generator, rows=actor_rows))
 
         return step
 
@@ -401,7 +397,7 @@ def constraint_report(model: SafeCriticModel, transitions, config: Config, rows:
     tensors = TrainTensors(model, part.obs, part.act, part.rew, part.cost, part.next_obs, part.terminal)
     tensors.cache_priors(model)
     batch = tensors.sample(len(idx), torch.Generator().manual_seed(0))
-    update = Update(model, config, {}, torch.Generator().manual_seed(0))
+    update = learner_class(config.policy.learner)(model, config, {}, torch.Generator().manual_seed(0))
     q_r, q_c, w, in_support = update.constraint_at(batch)
     stats = {k: float(v) for k, v in update.multipliers(q_r, q_c, w, in_support).items()}
     _, logits = model.critic(batch.obs, model.actor.mode(batch.obs))

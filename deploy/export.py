@@ -53,7 +53,7 @@ class Variant:
 
 FULL = Variant("gated", "gated", description="the actor's proposal, vetoed by the accident critics and the OOD detector")
 ABLATIONS = [
-    Variant("gate_off", "policy", description="the constrained actor alone, no veto"),
+    Variant("gate_off", "policy", description="the actor alone (policy.learner's policy), no veto"),
     Variant("accident_only", "gated", use_ood=False, description="veto by the accident critics only"),
     Variant("ood_only", "gated", use_cost=False, description="veto by the OOD detector only"),
     Variant("unconstrained", "policy", policy="unconstrained",
@@ -63,6 +63,14 @@ ABLATIONS = [
             description="BC on the successful episodes only (pi_ref's mode), no gate"),
 ]
 VARIANTS = {v.name: v for v in (FULL, *ABLATIONS)}
+
+
+def ablations_for(config) -> list[Variant]:
+    """The ablations a run of this config has: the unconstrained twin only where the learner trains one."""
+    from safecritic.controller.learners import learner_class
+
+    twin = learner_class(config.policy.learner).has_twin
+    return [v for v in ABLATIONS if twin or v.policy != "unconstrained"]
 
 
 def build_controller(model, config, variant: Variant) -> torch.nn.Module:

@@ -265,7 +265,7 @@ def _run_stages(config: Config, run_dir: Path, stage: Callable[[str], None] | No
     import time
 
     from safecritic.controller.training import RunPaths, load_checkpoint
-    from safecritic.deploy.export import ABLATIONS
+    from safecritic.deploy.export import ablations_for
     from safecritic.envs.minari_io import dataset_exists
 
     stage = stage or (lambda message: None)
@@ -303,7 +303,7 @@ def _run_stages(config: Config, run_dir: Path, stage: Callable[[str], None] | No
     timed("export", lambda: export(run_dir, artifact, loaded=loaded, onnx=config.deploy.onnx))
     ablation_dirs: dict[str, Path] = {}
     if config.deploy.ablations:
-        for variant in ABLATIONS:
+        for variant in ablations_for(config):
             folder = run_dir / "ablations" / variant.name
             timed(f"export {variant.name}", lambda v=variant, f=folder: export(run_dir, f, v.name, loaded))
             ablation_dirs[variant.name] = folder

@@ -1,0 +1,230 @@
+"""The learners behind policy.learner (controller/learners/): each trains, exports behind the
+gate and alone, and shows the behaviour that defines it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import SMOKE
+
+STEPS = 300
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, smoke_dataset):
+    """name -> (run folder, config, model), each smoke run trained once for the module."""
+    from safecritic.configs import load_config
+    from safecritic.controller.training import load_trained
+    from safecritic.pipeline import train
+
+    root = tmp_path_factory.mktemp("learners")
+    runs = {}
+
+    def get(name: str, *overrides: str):
+        key = (name, *overrides)
+        if key not in runs:
+            config = load_config(SMOKE, [f"policy.learner={name}", f"train.steps={STEPS}", "run.precision=fp32", *overrides])
+            run_dir = Path(tempfile.mkdtemp(dir=root)) / "run"
+            train(config, run_dir)
+            runs[key] = (run_dir, *load_trained(run_dir)[:2])
+        return runs[key]
+
+    return get
+
+
+def _states(config, n: int = 512) -> torch.Tensor:
+    from safecritic.envs.dataset import load_offline_data
+
+    return load_offline_data(config.data).test.obs[:n]
+
+
+SMALL_MODEL = "policy.learner_options={model_steps: 150, branches: 200, refresh_every: 100}"
+
+
+@pytest.mark.parametrize("name", ["bc", "bc_safe", "bcq", "bcq_lag", "bear", "brac", "mopo", "combo"])
+def test_each_learner_exports_gated_and_alone_and_acts(trained, name, observations):
+    from safecritic.deploy.export import ablations_for
+    from safecritic.deploy.runtime import load
+    from safecritic.pipeline import export
+
+    run_dir, config, _ = trained(name, *([SMALL_MODEL] if name in ("mopo", "combo") else []))
+    assert "unconstrained" not in {v.name for v in ablations_for(config)}  # no twin is trained
+    for variant in ("gated", "gate_off"):
+        folder = Path(run_dir) / variant
+        export(run_dir, folder, variant)  # export itself checks TorchScript parity
+        controller = load(folder)
+        actions, records = controller.act(observations[:64].numpy())
+        assert np.isfinite(actions).all() and (records[:, 0] != 3).all()  # no faults on data states
+        action, record = controller.act(np.full(observations.shape[1], np.nan, dtype=np.float32))
+        assert np.isfinite(action).all() and record[0] == 3  # a fault: the safe action
+
+
+def test_bcq_acts_within_phi_of_its_generative_models_samples_and_the_perturbation_raises_q(trained):
+    from safecritic.controller.learners.bcq import largest_move
+
+    for phi in (0.05, 0.3):
+        _, config, model = trained("bcq", f"policy.learner_options={{phi: {phi}}}")
+        x = model.normalize_obs(_states(config))
+        assert 0.0 < largest_move(model.actor, x) <= phi + 1e-6
+    with torch.no_grad():
+        raw = model.actor.candidates(x)
+        moved = model.actor.perturb(x, raw)
+        q_raw = model.critic(x, raw)[0].min(0).values.max(0).values
+        q_moved = model.critic(x, moved)[0].min(0).values.max(0).values
+    assert q_moved.mean() > q_raw.mean()
+
+
+def _policy_risk(model, config) -> float:
+    """Mean over held-out states of the most pessimistic member's Q_C(s, pi(s))."""
+    with torch.no_grad():
+        x = model.normalize_obs(_states(config))
+        _, logits = model.critic(x, model.actor.mode(x))
+        return float(torch.sigmoid(logits[..., 0].max(dim=0).values).mean())
+
+
+def test_bcq_lag_prices_the_accident_risk_until_its_budget_binds(trained):
+    """With a budget below what BCQ's policy incurs, lambda rises and BCQ-Lag picks less risky actions."""
+    import json
+
+    run_dir, config, lag = trained("bcq_lag", "policy.cost_limit=0.0")
+    _, _, plain = trained("bcq", "policy.cost_limit=0.0")
+    lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+    multipliers = [line["cost_multiplier"] for line in lines if "cost_multiplier" in line]
+    assert multipliers[-1] > multipliers[0] > 1.0  # always over a zero budget: lambda only rises
+    assert _policy_risk(lag, config) < _policy_risk(plain, config)
+
+
+def test_bc_safe_learns_from_the_safe_episodes_only(trained):
+    """BC-Safe's policy explains the safe episodes' actions better, and the costly ones' worse, than BC's."""
+    from safecritic.envs.dataset import episode_sums, load_offline_data
+
+    _, config, safe = trained("bc_safe")
+    _, _, bc = trained("bc")
+    test = load_offline_data(config.data).train  # the smoke test split holds no costly episode
+    cost, inverse = episode_sums(test, test.cost)
+    costly = (cost > config.data.successful_max_cost)[inverse]
+    assert costly.any() and (~costly).any()
+    with torch.no_grad():
+        def nll(model, rows):
+            return float(-model.actor.log_prob(model.normalize_obs(test.obs[rows]), model.to_unit_action(test.act[rows])).mean())
+        assert nll(safe, costly) - nll(safe, ~costly) > nll(bc, costly) - nll(bc, ~costly)
+
+
+def _mmd_to_prior(model, config) -> float:
+    from safecritic.controller.learners.bear import mmd
+    from safecritic.controller.policies import MixturePolicy
+
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        x = model.normalize_obs(_states(config))
+        a, _ = MixturePolicy.sample(model.actor.params(x), 64, g)
+        b, _ = MixturePolicy.sample(model.prior.params(x), 64, g)
+        return float(mmd(a, b, 0.2).mean())
+
+
+def test_bear_keeps_its_mmd_under_the_budget_and_a_loose_budget_lets_it_drift(trained):
+    _, config, bound = trained("bear", "policy.learner_options={epsilon: 0.05, multiplier_lr: 0.05}")
+    _, _, loose = trained("bear", "policy.learner_options={epsilon: 10.0, multiplier_lr: 0.05}")
+    held, drifted = _mmd_to_prior(bound, config), _mmd_to_prior(loose, config)
+    assert held <= 0.05 * 1.2, held
+    assert drifted > held
+
+
+def test_bear_multiplier_rises_over_the_budget_and_falls_under_it(smoke_config):
+    from safecritic.configs import load_config
+    from safecritic.controller.learners.bear import BEAR
+    from safecritic.controller.model import ModelSpec, SafeCriticModel
+
+    config = load_config(SMOKE, ["policy.learner=bear", "policy.learner_options={multiplier_lr: 0.1}"])
+    model = SafeCriticModel(config, ModelSpec(12, 2, 1.0, (-1.0, -1.0), (1.0, 1.0)), learner=BEAR)
+    update = BEAR(model, config, BEAR.optimizers(model, config), torch.Generator().manual_seed(0))
+    over = [float(update.multiplier_step(torch.tensor([0.5]))["mmd_multiplier"]) for _ in range(20)]
+    assert over[0] > 1.0 and over[-1] > over[0]  # over the budget of 0.05: alpha rises
+    under = [float(update.multiplier_step(torch.tensor([0.0]))["mmd_multiplier"]) for _ in range(40)]
+    assert under[-1] < over[-1]  # under it (once Adam's momentum turns): alpha falls
+
+
+def test_brac_a_higher_price_keeps_the_actor_closer_to_the_behaviour(trained):
+    from safecritic.controller.training import kl_to_prior
+
+    _, config, cheap = trained("brac", "policy.learner_options={alpha: 0.01}")
+    _, _, dear = trained("brac", "policy.learner_options={alpha: 3.0}")
+    with torch.no_grad():
+        x = _states(config)
+        kl_cheap, kl_dear = kl_to_prior(cheap, cheap.normalize_obs(x)), kl_to_prior(dear, dear.normalize_obs(x))
+    assert kl_dear < kl_cheap
+
+
+def test_a_learner_option_it_does_not_have_is_refused_by_name(tmp_path, smoke_dataset):
+    from safecritic.configs import load_config
+    from safecritic.configs.errors import ConfigError, SafecriticError
+    from safecritic.pipeline import train
+
+    config = load_config(SMOKE, ["policy.learner=bcq", "policy.learner_options={epsilon: 0.1}"])
+    with pytest.raises(ConfigError, match="epsilon.*not a setting of the 'bcq' learner.*phi"):
+        train(config, tmp_path / "run")
+    with pytest.raises(SafecriticError, match="learner"):
+        load_config(SMOKE, ["policy.learner=cql_plus"])
+
+
+def _model_based(name: str, trained, **options):
+    """A trained model-based run's model, and a fresh update of it with the training split."""
+    from safecritic.controller.learners import learner_class
+    from safecritic.controller.update import TrainTensors
+    from safecritic.envs.dataset import load_offline_data
+
+    _, config, model = trained(name, SMALL_MODEL)
+    return _model_based_of(model, config, name, **options)
+
+
+def _model_based_of(model, config, name: str, **options):
+    from safecritic.controller.learners import learner_class
+    from safecritic.controller.update import TrainTensors
+    from safecritic.envs.dataset import load_offline_data
+
+    config = config.model_copy(update={"policy": config.policy.model_copy(update={"learner_options": {
+        "model_steps": 150, "branches": 200, **options}})})
+    train = load_offline_data(config.data).train
+    tensors = TrainTensors(model, train.obs, train.act, train.rew, train.cost, train.next_obs, train.terminal)
+    tensors.cache_priors(model)
+    cls = learner_class(name)
+    return model, cls(model, config, cls.optimizers(model, config), torch.Generator().manual_seed(3), data=tensors), tensors
+
+
+def test_mopo_pays_for_the_models_disagreement_in_its_imagined_rewards(trained):
+    model, update, _ = _model_based("mopo", trained, penalty=0.0)
+    update.refresh()
+    free = update.imagined
+    priced = update.settings.__class__(**{**update.settings.__dict__, "penalty": 5.0})
+    update.settings, update.imagined, update.g = priced, None, torch.Generator().manual_seed(3)
+    update.refresh()  # the same dynamics, the same draws: only the penalty differs
+    u = update.dynamics.disagreement(update.imagined.raw_obs, model.from_unit_action(update.imagined.act))
+    assert (u > 0).all()
+    torch.testing.assert_close(update.imagined.rew, free.rew - 5.0 * u, atol=1e-4, rtol=1e-4)
+
+
+def test_combo_holds_q_lower_on_model_states_than_on_the_data(trained):
+    """Q_R at imagined states (the actor's actions) against Q_R at the data's (s, a): COMBO's push-down
+    puts the first below the second, and further below than the same learner without it."""
+    from safecritic.controller.policies import MixturePolicy
+
+    def gap(name: str, weight: float) -> float:
+        opts = f"model_steps: 150, branches: 200, refresh_every: 100, penalty: 0.0, combo_weight: {weight}"
+        _, config, model = trained(name, f"policy.learner_options={{{opts}}}")
+        _, update, real = _model_based_of(model, config, name)
+        update.refresh()
+        with torch.no_grad():
+            x = update.imagined.obs
+            acts, _ = MixturePolicy.sample(model.actor.params(x), 8, torch.Generator().manual_seed(0))
+            q_model = model.critic(x, acts)[0].min(0).values.mean()  # s ~ the model, a ~ pi
+            q_data = model.critic(real.obs, real.act)[0].min(0).values.mean()
+        return float(q_data - q_model)
+
+    combo, without = gap("combo", 5.0), gap("combo", 0.0)
+    assert combo > 0.0, combo
+    assert combo > without, (combo, without)
