@@ -7,25 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from safecritic.controller.update import Batch, Update, _step, polyak, weighted_nll
+from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.update import Batch, _step, weighted_nll
 
 
-class BC(Update):
+class BC(OwnActor):
     name = "bc"
-    actor_rows = "all"
-    has_twin = False
-
-    @classmethod
-    def start(cls, model) -> None:
-        """From pi_beta, which pretraining already fitted the same way."""
-        model.actor.load_state_dict(model.prior.state_dict())
-
-    def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
-        policy = self.policy_at(batch)
-        out = self.critic_step(batch, policy, self.targets(batch, policy))
-        out.update(self.actor_step(actor_batch))
-        polyak(self.model, self.config.critics.tau)
-        return out
+    plain_td = False
 
     def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """-mean log pi(a|s) over the data's actions."""

@@ -22,7 +22,8 @@ from torch import nn
 from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixtureParams, MixturePolicy
 from safecritic.controller.learners import dual
-from safecritic.controller.update import Batch, Update, _step, adam, polyak
+from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.update import Batch, _step, adam
 from safecritic.critics.networks import MLP
 from safecritic.critics.q_ensemble import POLICY_RISK, QEnsemble, pair_inputs
 
@@ -90,11 +91,9 @@ class BCQPolicy(nn.Module):
         return torch.gather(mean, 1, log_w.argmax(dim=1).view(-1, 1, 1).expand(-1, 1, mean.shape[2])).squeeze(1)
 
 
-class BCQ(Update):
+class BCQ(OwnActor):
     name = "bcq"
     Options = Options
-    actor_rows = "all"
-    has_twin = False
 
     @classmethod
     def build_actor(cls, model, obs_dim: int, act_dim: int, config: Config) -> nn.Module:
@@ -113,18 +112,7 @@ class BCQ(Update):
     def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
         return {"actor": adam(model.actor.perturbation.parameters(), config.policy.lr)}
 
-    def __init__(self, model, config: Config, optimizers, generator, data=None) -> None:
-        super().__init__(model, config, optimizers, generator, data)
-        self.task_alpha = 0.0
-
-    def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
-        policy = self.policy_at(batch)  # BCQ's choice at s and s' (the TD target acts by it)
-        out = self.critic_step(batch, policy, self.targets(batch, policy))
-        out.update(self.perturbation_step(actor_batch))
-        polyak(self.model, self.config.critics.tau)
-        return out
-
-    def perturbation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """xi maximises min_e Q_R(s, a + xi(s, a)) at samples a of the generative model."""
         actor: BCQPolicy = self.model.actor
         with torch.no_grad():

@@ -15,7 +15,8 @@ import torch
 from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixturePolicy
 from safecritic.controller.learners import dual
-from safecritic.controller.update import Batch, Update, _step, adam, polyak
+from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.update import Batch, _step, adam
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,9 @@ def mmd(x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
     return squared.clamp_min(0.0).add(1e-6).sqrt()
 
 
-class BEAR(Update):
+class BEAR(OwnActor):
     name = "bear"
     Options = Options
-    actor_rows = "all"
-    has_twin = False
 
     @classmethod
     def build_actor(cls, model, obs_dim: int, act_dim: int, config: Config) -> torch.nn.Module:
@@ -64,19 +63,6 @@ class BEAR(Update):
         return {"actor": adam(actor.net.parameters(), config.policy.lr),
                 "multiplier": adam([actor.log_multiplier], cls.options(config).multiplier_lr)}
 
-    def __init__(self, model, config: Config, optimizers, generator, data=None) -> None:
-        super().__init__(model, config, optimizers, generator, data)
-        self.task_alpha = 0.0
-
-    def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
-        policy = self.policy_at(batch)
-        out = self.critic_step(batch, policy, self.targets(batch, policy))
-        distance, metrics = self.actor_step(actor_batch)
-        out.update(metrics)
-        out.update(self.multiplier_step(distance))
-        polyak(self.model, self.config.critics.tau)
-        return out
-
     def support_distance(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         """MMD between the actor's samples `actions` [N, B, A] and pi_beta's at the same states [B]."""
         n = int(self.settings.samples)
@@ -84,8 +70,9 @@ class BEAR(Update):
             behaviour, _ = MixturePolicy.sample(batch.prior, n, self.g)
         return mmd(actions, behaviour, self.settings.sigma)
 
-    def actor_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # type: ignore[override]
-        """max E[min_e Q_R(s, a)] - alpha (MMD - epsilon), a ~ pi(s) reparameterised."""
+    def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        """max E[min_e Q_R(s, a)] - alpha (MMD - epsilon), a ~ pi(s) reparameterised; then
+        the multiplier's dual step on the same MMD."""
         m, n = self.model, int(self.settings.samples)
         actions, _ = MixturePolicy.sample(m.actor.params(batch.obs), n, self.g)  # [N, B, A], differentiable
         q_task, _ = m.critic(batch.obs, actions)
@@ -93,7 +80,7 @@ class BEAR(Update):
         alpha = dual.multiplier(m.actor)
         loss = -q_task.min(dim=0).values.mean() + alpha * (distance.mean() - self.settings.epsilon)
         _step(self.opt["actor"], loss)
-        return distance.detach(), {"actor_loss": loss.detach(), "mmd": distance.mean().detach()}
+        return {"actor_loss": loss.detach(), "mmd": distance.mean().detach(), **self.multiplier_step(distance.detach())}
 
     def multiplier_step(self, distance: torch.Tensor) -> dict[str, torch.Tensor]:
         """Dual ascent: alpha grows while the MMD is over its budget, shrinks while under it."""

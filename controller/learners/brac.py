@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixtureParams, MixturePolicy, log_density
-from safecritic.controller.update import Batch, PolicyAt, Targets, Update, _step, adam, polyak
-from safecritic.critics.cql import task_target
+from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.update import Batch, PolicyAt, Targets, _step
 
 
 @dataclass(frozen=True)
@@ -30,31 +29,9 @@ def divergence(actor: MixtureParams, behaviour: MixtureParams, n: int, generator
     return (logp - log_density(*behaviour, acts)).mean(dim=0)
 
 
-class BRAC(Update):
+class BRAC(OwnActor):
     name = "brac"
     Options = Options
-    actor_rows = "all"
-    has_twin = False
-
-    @classmethod
-    def start(cls, model) -> None:
-        """From pi_beta: the divergence starts at zero."""
-        model.actor.load_state_dict(model.prior.state_dict())
-
-    @classmethod
-    def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": adam(model.actor.parameters(), config.policy.lr)}
-
-    def __init__(self, model, config: Config, optimizers, generator, data=None) -> None:
-        super().__init__(model, config, optimizers, generator, data)
-        self.task_alpha = 0.0
-
-    def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
-        policy = self.policy_at(batch)
-        out = self.critic_step(batch, policy, self.targets(batch, policy))
-        out.update(self.actor_step(actor_batch))
-        polyak(self.model, self.config.critics.tau)
-        return out
 
     def targets(self, batch: Batch, policy: PolicyAt) -> Targets:
         """The default's targets, the task's with the value penalty: r + gamma (Q'(s', a') - alpha D(s'))."""

@@ -23,7 +23,8 @@ import torch
 
 from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixtureParams, MixturePolicy
-from safecritic.controller.update import Batch, TrainTensors, Update, _step, adam, polyak
+from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.update import Batch, TrainTensors, _step, polyak
 from safecritic.critics.cql import bellman_loss, sample_actions
 from safecritic.critics.dynamics import DynamicsEnsemble, fit_dynamics
 from safecritic.critics.model_rollouts import imagine
@@ -60,28 +61,17 @@ def concat(a: Batch, b: Batch) -> Batch:
     return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in fields(Batch)})
 
 
-def split_rows(batch: Batch, rows: torch.Tensor) -> Batch:
+def rows_of(batch: Batch, rows: torch.Tensor) -> Batch:
     return Batch(**{f.name: (None if (v := getattr(batch, f.name)) is None else
                              (v.select(rows) if isinstance(v, MixtureParams) else v[rows])) for f in fields(Batch)})
 
 
-class MOPO(Update):
+class MOPO(OwnActor):
     name = "mopo"
     Options = Options
-    actor_rows = "all"
-    has_twin = False
-
-    @classmethod
-    def start(cls, model) -> None:
-        model.actor.load_state_dict(model.prior.state_dict())
-
-    @classmethod
-    def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": adam(model.actor.parameters(), config.policy.lr)}
 
     def __init__(self, model, config: Config, optimizers, generator, data: TrainTensors | None = None) -> None:
         super().__init__(model, config, optimizers, generator, data)
-        self.task_alpha = 0.0
         self.dynamics: DynamicsEnsemble | None = None
         self.imagined: TrainTensors | None = None
         self.calls = 0
@@ -135,18 +125,18 @@ class MOPO(Update):
         """real_fraction of the batch's rows (at random: its rare rows come last), then imagined rows."""
         b = batch.obs.shape[0]
         n_real = int(round(self.settings.real_fraction * b))
-        real = split_rows(batch, torch.randperm(b, generator=self.g)[:n_real])
+        real = rows_of(batch, torch.randperm(b, generator=self.g)[:n_real])
         return concat(real, self.imagined.sample(b - n_real, self.g)), n_real
 
     # 2. the critics -------------------------------------------------------------------
     def critic_step_mixed(self, mixed: Batch, n_real: int, policy, targets) -> dict[str, torch.Tensor]:
         """Q_R: TD on real and imagined rows; Q_C: the default's CSC on the real rows only."""
         real = slice(0, n_real)
-        real_batch = split_rows(mixed, torch.arange(n_real))
+        real_batch = rows_of(mixed, torch.arange(n_real))
         real_policy = type(policy)(policy.s.select(real), policy.next.select(real), policy.mode_next[real])
         real_targets = type(targets)(targets.task[real], *(None if t is None else t[real] for t in targets[1:]))
         loss, out = self.critic_losses(real_batch, real_policy, real_targets)
-        imagined = split_rows(mixed, torch.arange(n_real, mixed.obs.shape[0]))
+        imagined = rows_of(mixed, torch.arange(n_real, mixed.obs.shape[0]))
         q_imagined, _ = self.model.critic(imagined.obs, imagined.act)
         bellman = bellman_loss(q_imagined, targets.task[n_real:])
         loss = loss + bellman + self.conservative_term(real_batch, imagined, policy, n_real, out)
