@@ -73,9 +73,9 @@ def export_dataset(data, path: Path) -> None:
 
 
 class D3rlpyWorker:
-    def __init__(self, python: Path, data: Path) -> None:
+    def __init__(self, python: Path, data: Path, hp: dict | None = None) -> None:
         worker = Path(__file__).resolve().parent / "d3rlpy_worker.py"
-        self.proc = subprocess.Popen([str(python), str(worker), str(data), json.dumps(HP)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([str(python), str(worker), str(data), json.dumps(hp or HP)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.info = self._read()
 

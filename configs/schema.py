@@ -157,10 +157,12 @@ class PolicyConfig(StrictModel):
     temperature: float = Field(0.3, gt=0.0, le=1e3, description="beta: sharpness of the advantage weights, in "
                                        "units of the advantages' spread (AWR's inverse temperature); -> 0 is BC on the "
                                        "successful episodes (docs/design.md, 'The actor's temperature').")
-    learner: Literal["csc", "bc", "bc_safe", "bcq", "bcq_lag", "bear", "brac", "mopo", "combo"] = Field(
+    learner: Literal["csc", "bc", "bc_safe", "bcq", "bcq_lag", "bear", "bear_lag", "brac", "mopo", "combo", "armor",
+                     "cpq", "coptidice"] = Field(
         "csc", description="The offline learner (controller/learners/): csc, the state-wise accident-constrained "
         "actor on CQL (the default); bc, behaviour cloning on all the data; bcq, bear, brac, the policy-constraint "
-        "families; mopo and combo, the model-based ones; bc_safe and bcq_lag, OSRL's safe offline baselines. Every learner gets the same accident critics "
+        "families; mopo, combo and armor, the model-based ones; bc_safe, bcq_lag, bear_lag, cpq and coptidice, OSRL's "
+        "safe offline baselines. Every learner gets the same accident critics "
         "and sits behind the same gate.")
     learner_options: dict[str, float] = Field(
         default_factory=dict, description="The learner's own settings by name (each learner's Options, at the top "

@@ -104,6 +104,10 @@ class TrainTensors:
         idx = self.draw(batch_size - n_rare, generator, rows)
         if n_rare:
             idx = torch.cat([idx, self.rare[torch.randint(0, len(self.rare), (n_rare,), generator=generator)]])
+        return self.rows(idx)
+
+    def rows(self, idx: torch.Tensor) -> Batch:
+        """The batch of these row indices."""
         cached = [None if p is None else p.select(idx) for p in (self.prior_obs, self.prior_next_obs, self.reference_obs)]
         return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx], self.next_obs[idx],
                      self.terminal[idx], self.raw_obs[idx], self.raw_next_obs[idx], *cached)
@@ -249,14 +253,19 @@ class Update:
                         m.safe_units(batch.raw_next_obs).unsqueeze(0)]
             next_actions = torch.cat([sample_next, policy.mode_next.unsqueeze(0), *recovery])  # [2 + K', B, A]
             q_next, cost_next = m.critic_target(batch.next_obs, next_actions)  # [E, 2 + K', B](, H)
-        task = task_target(batch.rew, batch.terminal, q_next[:, 0], c.gamma)
-        if cost_next is None:
+        risk = None if cost_next is None else m.critic.cost_value(cost_next)
+        task = self.task_backup(batch, q_next[:, 0], None if risk is None else risk[:, 0, :, POLICY_RISK])
+        if risk is None:
             return Targets(task, None, None)
-        risk = m.critic.cost_value(cost_next)
         q_max = m.critic.cost_q_max
         policy_risk = accident_target(batch.cost, batch.terminal, risk[:, 1, :, POLICY_RISK], c.accident.gamma, q_max)
         recovery_risk = accident_target(batch.cost, batch.terminal, risk[:, 1:, :, RECOVERY_RISK], c.accident.gamma, q_max)
         return Targets(task, policy_risk, recovery_risk)
+
+    def task_backup(self, batch: Batch, q_next: torch.Tensor, risk_next: torch.Tensor | None) -> torch.Tensor:
+        """Q_R's target from the members' Q_R' [E, B] and Q_C [E, B] at (s', a' ~ pi(s')): r + gamma
+        min_e Q_R' (CPQ cuts it where a' is unsafe)."""
+        return task_target(batch.rew, batch.terminal, q_next, self.config.critics.gamma)
 
     # 3. -------------------------------------------------------------------------------
     def critic_step(self, batch: Batch, policy: PolicyAt, targets: Targets) -> dict[str, torch.Tensor]:

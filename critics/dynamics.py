@@ -128,6 +128,16 @@ class DynamicsEnsemble(nn.Module):
         reward = sample[:, -1] * self.reward_std + self.reward_mean
         return next_obs, reward, torch.sigmoid(cost_logit[pick, rows]), torch.sigmoid(term_logit[pick, rows])
 
+    def rsample(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step`'s draw of s' and r, reparameterised (mean + std * noise of a random elite per row),
+        so that it is differentiable in the model's parameters: ARMOR's adversary learns through it."""
+        mean, log_std, _, _ = self(obs, act)
+        member = self.elite_index[torch.randint(len(self.elite_index), (obs.shape[0],), generator=generator)]
+        at = (member, torch.arange(obs.shape[0]))
+        draw = torch.addcmul(mean[at], log_std[at].exp(), torch.randn(mean[at].shape, generator=generator))
+        return obs + draw[:, :-1] * self.delta_std + self.delta_mean, draw[:, -1] * self.reward_std + self.reward_mean
+
 
 def split_rows(n: int, holdout: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Training and held-out row indices (a random split; `holdout` of the rows are held out)."""

@@ -46,7 +46,8 @@ def _states(config, n: int = 512) -> torch.Tensor:
 SMALL_MODEL = "policy.learner_options={model_steps: 150, branches: 200, refresh_every: 100}"
 
 
-@pytest.mark.parametrize("name", ["bc", "bc_safe", "bcq", "bcq_lag", "bear", "brac", "mopo", "combo"])
+@pytest.mark.parametrize("name", ["bc", "bc_safe", "bcq", "bcq_lag", "bear", "bear_lag", "brac", "mopo", "combo",
+                                  "cpq", "coptidice"])  # armor's: tests/test_armor.py
 def test_each_learner_exports_gated_and_alone_and_acts(trained, name, observations):
     from safecritic.deploy.export import ablations_for
     from safecritic.deploy.runtime import load
@@ -87,12 +88,14 @@ def _policy_risk(model, config) -> float:
         return float(torch.sigmoid(logits[..., 0].max(dim=0).values).mean())
 
 
-def test_bcq_lag_prices_the_accident_risk_until_its_budget_binds(trained):
-    """With a budget below what BCQ's policy incurs, lambda rises and BCQ-Lag picks less risky actions."""
+@pytest.mark.parametrize("lagrangian, plain", [("bcq_lag", "bcq"), ("bear_lag", "bear")])
+def test_the_lagrangian_learners_price_the_accident_risk_until_their_budget_binds(trained, lagrangian, plain):
+    """With a budget below what the plain learner's policy incurs, lambda rises and the -Lag learner
+    picks less risky actions than the plain one."""
     import json
 
-    run_dir, config, lag = trained("bcq_lag", "policy.cost_limit=0.0")
-    _, _, plain = trained("bcq", "policy.cost_limit=0.0")
+    run_dir, config, lag = trained(lagrangian, "policy.cost_limit=0.0")
+    _, _, plain = trained(plain, "policy.cost_limit=0.0")
     lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     multipliers = [line["cost_multiplier"] for line in lines if "cost_multiplier" in line]
     assert multipliers[-1] > multipliers[0] > 1.0  # always over a zero budget: lambda only rises
@@ -228,3 +231,99 @@ def test_combo_holds_q_lower_on_model_states_than_on_the_data(trained):
     combo, without = gap("combo", 5.0), gap("combo", 0.0)
     assert combo > 0.0, combo
     assert combo > without, (combo, without)
+
+
+def _update_of(name: str, model, config):
+    from safecritic.controller.learners import learner_class
+
+    cls = learner_class(name)
+    return cls(model, config, cls.optimizers(model, config), torch.Generator().manual_seed(3))
+
+
+def _train_tensors(model, config):
+    from safecritic.controller.update import TrainTensors
+    from safecritic.envs.dataset import load_offline_data
+
+    train = load_offline_data(config.data).train
+    tensors = TrainTensors(model, train.obs, train.act, train.rew, train.cost, train.next_obs, train.terminal)
+    tensors.cache_priors(model)
+    return tensors
+
+
+def test_cpq_values_nothing_past_an_unsafe_next_action(trained):
+    """CPQ's Q_R backup keeps r + gamma min Q_R' where a' ~ pi(s') is within the budget and only r
+    where it is not; on the data, the cut falls more often in the episodes that end in an accident."""
+    from safecritic.critics.cql import task_target
+    from safecritic.envs.dataset import episode_sums, load_offline_data
+
+    _, config, model = trained("cpq")
+    data = _train_tensors(model, config)
+    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:4096]
+    batch = data.rows(rows)
+
+    def backup_at(limit: float | None) -> dict:
+        """The backup's inputs and output over the whole training split, at budget `limit`."""
+        cfg = config if limit is None else config.model_copy(
+            update={"policy": config.policy.model_copy(update={"cost_limit": limit})})
+        update, seen = _update_of("cpq", model, cfg), {}
+        backup = update.task_backup
+
+        def spy(b, q_next, risk_next):
+            seen.update(q_next=q_next, risk=risk_next.max(dim=0).values, out=backup(b, q_next, risk_next))
+            return seen["out"]
+
+        update.task_backup = spy
+        update.targets(batch, update.policy_at(batch))
+        return seen
+
+    # a budget inside the range of this briefly trained critic's Q_C, so that both sides occur
+    limit = float(backup_at(None)["risk"].median())
+    seen = backup_at(limit)
+    cut = seen["risk"] > limit
+    assert 0.3 < cut.float().mean() < 0.7
+    torch.testing.assert_close(seen["out"][cut], batch.rew[cut])
+    plain = task_target(batch.rew, batch.terminal, seen["q_next"], config.critics.gamma)
+    torch.testing.assert_close(seen["out"][~cut], plain[~cut])
+    train = load_offline_data(config.data).train
+    episode_cost, inverse = episode_sums(train, train.cost)
+    costly = (episode_cost > 0)[inverse][rows]  # the rows of the episodes that end in an accident
+    assert cut[costly].float().mean() > cut[~costly].float().mean()
+
+
+def test_coptidice_ratio_is_the_maximiser_of_its_conjugate():
+    """w = (f')^-1(y) maximises w y - f(w) for the soft chi^2 f, and f*(y) is that maximum."""
+    from safecritic.controller.learners.coptidice import conjugate, ratio
+
+    w = torch.linspace(1e-4, 12.0, 200001, dtype=torch.float64)
+    f = torch.where(w < 1, w * torch.log(w) - w + 1, 0.5 * (w - 1) ** 2)
+    for y in (-3.0, -0.5, 0.0, 0.7, 4.0):
+        objective = w * y - f  # flat at its top: the argmax is good to ~sqrt(float64 eps) in w
+        best = objective.argmax()
+        assert abs(float(ratio(torch.tensor(y, dtype=torch.float64))) - float(w[best])) < 1e-3
+        assert abs(float(conjugate(torch.tensor(y, dtype=torch.float64))) - float(objective[best])) < 1e-8
+
+
+def test_coptidice_weights_costly_transitions_down_as_its_budget_binds(trained):
+    """Over a zero budget lambda only rises; the learned ratio then gives the transitions with a cost
+    less weight than the cost-free ones, and a larger lambda less still."""
+    import json
+
+    from safecritic.controller.learners import dual
+    from safecritic.controller.learners.coptidice import ratio
+
+    run_dir, config, model = trained("coptidice", "policy.cost_limit=0.0")
+    lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+    lam = [line["cost_multiplier"] for line in lines if "cost_multiplier" in line]
+    assert lam[-1] > lam[0] > 1.0
+    update = _update_of("coptidice", model, config)
+    data = _train_tensors(model, config)
+    batch = data.rows(torch.arange(len(data)))
+    costly = batch.cost > 0
+    assert costly.any()
+    with torch.no_grad():
+        w = ratio(update.advantage(batch) / update.settings.alpha)
+        assert w[costly].mean() < w[~costly].mean()
+        model.actor.log_multiplier.add_(1.0)  # lambda times e
+        w_dear = ratio(update.advantage(batch) / update.settings.alpha)
+    assert w_dear[costly].mean() < w[costly].mean()
+    assert float(dual.multiplier(model.actor)) > lam[-1]

@@ -18,9 +18,13 @@ LEARNERS = {
     "bcq": "safecritic.controller.learners.bcq:BCQ",
     "bcq_lag": "safecritic.controller.learners.bcq:BCQLag",
     "bear": "safecritic.controller.learners.bear:BEAR",
+    "bear_lag": "safecritic.controller.learners.bear:BEARLag",
     "brac": "safecritic.controller.learners.brac:BRAC",
     "mopo": "safecritic.controller.learners.model_based:MOPO",
     "combo": "safecritic.controller.learners.model_based:COMBO",
+    "armor": "safecritic.controller.learners.armor:ARMOR",
+    "cpq": "safecritic.controller.learners.cpq:CPQ",
+    "coptidice": "safecritic.controller.learners.coptidice:COptiDICE",
 }
 
 

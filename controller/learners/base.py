@@ -8,6 +8,15 @@ import torch
 
 from safecritic.configs.schema import Config
 from safecritic.controller.update import Batch, Update, adam, polyak
+from safecritic.critics.q_ensemble import POLICY_RISK
+
+
+def risk_of(cost_logits: torch.Tensor | None, critic) -> torch.Tensor:
+    """The most pessimistic member's Q_C under the policy, from the critic's cost logits [E, ..., H]
+    -> [...] (zeros when the config trains no accident critic)."""
+    if cost_logits is None:
+        return torch.zeros(())
+    return critic.cost_value(cost_logits[..., POLICY_RISK].max(dim=0).values)
 
 
 class OwnActor(Update):
@@ -17,8 +26,9 @@ class OwnActor(Update):
 
     @classmethod
     def start(cls, model) -> None:
-        """From pi_beta, which pretraining fitted to all the data."""
-        model.actor.load_state_dict(model.prior.state_dict())
+        """From pi_beta, which pretraining fitted to all the data (the mixture's network only: a
+        learner may hang its own parameters, a multiplier or a value net, on the actor)."""
+        model.actor.net.load_state_dict(model.prior.net.state_dict())
 
     @classmethod
     def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:

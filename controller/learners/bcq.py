@@ -22,10 +22,10 @@ from torch import nn
 from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixtureParams, MixturePolicy
 from safecritic.controller.learners import dual
-from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.learners.base import OwnActor, risk_of
 from safecritic.controller.update import Batch, _step, adam
 from safecritic.critics.networks import MLP
-from safecritic.critics.q_ensemble import POLICY_RISK, QEnsemble, pair_inputs
+from safecritic.critics.q_ensemble import QEnsemble, pair_inputs
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,7 @@ class BCQLag(BCQ):
         """lambda rises while the policy's mean Q_C is over the budget, falls while under it."""
         m = self.model
         with torch.no_grad():
-            _, logits = m.critic(batch.obs, m.actor.mode(batch.obs))
-            risk = torch.sigmoid(logits[..., POLICY_RISK].max(dim=0).values).mean()
+            risk = risk_of(m.critic(batch.obs, m.actor.mode(batch.obs))[1], m.critic).mean()
         return {"policy_risk": risk, "cost_multiplier": dual.ascend(m.actor, self.opt["multiplier"],
                                                                     risk - self.config.policy.cost_limit)}
 

@@ -1,4 +1,5 @@
-"""BEAR (Kumar et al. 2019): stay on the behaviour's support, measured by MMD.
+"""BEAR (Kumar et al. 2019): stay on the behaviour's support, measured by MMD; and BEAR-Lag (OSRL),
+which also prices the accident risk.
 
 The actor maximises min-over-members Q_R subject to MMD(pi(s), pi_beta(s)) <= epsilon, a
 support constraint rather than a density match: actions the data took with low probability
@@ -15,7 +16,7 @@ import torch
 from safecritic.configs.schema import Config
 from safecritic.controller.policies import MixturePolicy
 from safecritic.controller.learners import dual
-from safecritic.controller.learners.base import OwnActor
+from safecritic.controller.learners.base import OwnActor, risk_of
 from safecritic.controller.update import Batch, _step, adam
 
 
@@ -53,11 +54,6 @@ class BEAR(OwnActor):
         return dual.attach(super().build_actor(model, obs_dim, act_dim, config), cls.options(config).log_multiplier_start)
 
     @classmethod
-    def start(cls, model) -> None:
-        """From pi_beta: inside the support from the first step."""
-        model.actor.net.load_state_dict(model.prior.net.state_dict())
-
-    @classmethod
     def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
         actor = model.actor
         return {"actor": adam(actor.net.parameters(), config.policy.lr),
@@ -75,14 +71,58 @@ class BEAR(OwnActor):
         the multiplier's dual step on the same MMD."""
         m, n = self.model, int(self.settings.samples)
         actions, _ = MixturePolicy.sample(m.actor.params(batch.obs), n, self.g)  # [N, B, A], differentiable
-        q_task, _ = m.critic(batch.obs, actions)
+        q_task, cost_logits = m.critic(batch.obs, actions)
         distance = self.support_distance(batch, actions)
         alpha = dual.multiplier(m.actor)
-        loss = -q_task.min(dim=0).values.mean() + alpha * (distance.mean() - self.settings.epsilon)
+        loss = -self.value(q_task, cost_logits).mean() + alpha * (distance.mean() - self.settings.epsilon)
         _step(self.opt["actor"], loss)
         return {"actor_loss": loss.detach(), "mmd": distance.mean().detach(), **self.multiplier_step(distance.detach())}
+
+    def value(self, q_task: torch.Tensor, cost_logits: torch.Tensor | None) -> torch.Tensor:
+        """What the actor maximises per sample [N, B]: min-over-members Q_R."""
+        return q_task.min(dim=0).values
 
     def multiplier_step(self, distance: torch.Tensor) -> dict[str, torch.Tensor]:
         """Dual ascent: alpha grows while the MMD is over its budget, shrinks while under it."""
         return {"mmd_multiplier": dual.ascend(self.model.actor, self.opt["multiplier"],
                                               distance.mean() - self.settings.epsilon)}
+
+
+@dataclass(frozen=True)
+class LagOptions(Options):
+    cost_multiplier_lr: float = 1e-2  # dual ascent on log lambda
+    log_cost_multiplier_start: float = 0.0
+
+
+class BEARLag(BEAR):
+    """BEAR-Lag (OSRL): BEAR whose actor maximises Q_R - lambda Q_C inside the MMD budget, lambda
+    learned by dual ascent on the batch's mean Q_C(s, a ~ pi(s)) against policy.cost_limit (an
+    average constraint over states, as BCQ-Lag's)."""
+
+    name = "bear_lag"
+    Options = LagOptions
+
+    @classmethod
+    def build_actor(cls, model, obs_dim: int, act_dim: int, config: Config) -> torch.nn.Module:
+        actor = super().build_actor(model, obs_dim, act_dim, config)
+        return dual.attach(actor, cls.options(config).log_cost_multiplier_start, "log_cost_multiplier")
+
+    @classmethod
+    def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(model, config),
+                "cost_multiplier": adam([model.actor.log_cost_multiplier], cls.options(config).cost_multiplier_lr)}
+
+    def value(self, q_task: torch.Tensor, cost_logits: torch.Tensor | None) -> torch.Tensor:
+        """min-over-members Q_R less lambda times the most pessimistic member's Q_C; the batch's
+        mean Q_C is kept for the dual step."""
+        risk = risk_of(cost_logits, self.model.critic)
+        self.risk = risk.detach().mean()
+        return super().value(q_task, cost_logits) - dual.multiplier(self.model.actor, "log_cost_multiplier") * risk
+
+    def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        """BEAR's step on the priced value, then lambda's dual step on the same samples' risk."""
+        out = super().actor_step(batch)
+        out["policy_risk"] = self.risk
+        out["cost_multiplier"] = dual.ascend(self.model.actor, self.opt["cost_multiplier"],
+                                             self.risk - self.config.policy.cost_limit, "log_cost_multiplier")
+        return out
