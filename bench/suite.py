@@ -229,7 +229,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     controllers = list(dict.fromkeys(r["controller"] for r in rows))
     colour = {c: plt.cm.tab20(i % 20) for i, c in enumerate(controllers)}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 2.2, 3.8), squeeze=False)
+    columns = 1 if len(controllers) <= 20 else 2  # the legend beside the panels, in one or two columns
+    legend_width = 2.2 * columns
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + legend_width,
+                                                     max(3.8, 0.2 * len(controllers) / columns + 0.6)), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in rows if r["task"] == task]
         engines = list(dict.fromkeys(r["env"] for r in mine))
@@ -246,8 +249,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("normalised reward (safe region shaded)")
     handles = [Line2D([], [], marker="o", linestyle="", color=colour[c], label=c) for c in controllers]
-    fig.legend(handles=handles, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.6 * len(tasks) + 2.2), 1))
+    fig.legend(handles=handles, loc="center right", fontsize=8, ncol=columns)
+    fig.tight_layout(rect=(0, 0, 1 - legend_width / (4.6 * len(tasks) + legend_width), 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -304,12 +307,12 @@ def main() -> None:
                           "against_d3rlpy": checks, "default_not_on_the_safe_side_of": misses})
     table = []
     for r in rows:
-        cost = "" if "normalized_cost" not in r else (
+        cost_cell = "" if "normalized_cost" not in r else (
             f"{r['normalized_cost']:.2f} [{r['normalized_cost_interval'][0]:.2f}, {r['normalized_cost_interval'][1]:.2f}]")
         spread = "" if "return_spread" not in r else f" [{r['return_spread'][0]:.2f}, {r['return_spread'][1]:.2f}]"
         table.append([r["task"], r["env"].split("/")[-1], r["controller"], f"{r['mean_return']:.2f}{spread}",
                       f"{r['normalized_reward']:.3f}", f"{r['success_rate']:.1%}",
-                      f"{r['accident_rate']:.1%} [{r['accident_low']:.1%}, {r['accident_upper']:.1%}]", cost,
+                      f"{r['accident_rate']:.1%} [{r['accident_low']:.1%}, {r['accident_upper']:.1%}]", cost_cell,
                       "yes" if r["safe"] else "**no**"])
     text = markdown_table(["task", "engine", "controller", "return [seeds' range]", "normalised reward", "success",
                            "accidents [95%]", "normalised cost [95%]", "safe"], table)
