@@ -177,26 +177,15 @@ def test_a_learner_option_it_does_not_have_is_refused_by_name(tmp_path, smoke_da
 
 def _model_based(name: str, trained, **options):
     """A trained model-based run's model, and a fresh update of it with the training split."""
-    from safecritic.controller.learners import learner_class
-    from safecritic.controller.update import TrainTensors
-    from safecritic.envs.dataset import load_offline_data
-
     _, config, model = trained(name, SMALL_MODEL)
     return _model_based_of(model, config, name, **options)
 
 
 def _model_based_of(model, config, name: str, **options):
-    from safecritic.controller.learners import learner_class
-    from safecritic.controller.update import TrainTensors
-    from safecritic.envs.dataset import load_offline_data
-
     config = config.model_copy(update={"policy": config.policy.model_copy(update={"learner_options": {
         "model_steps": 150, "branches": 200, **options}})})
-    train = load_offline_data(config.data).train
-    tensors = TrainTensors(model, train.obs, train.act, train.rew, train.cost, train.next_obs, train.terminal)
-    tensors.cache_priors(model)
-    cls = learner_class(name)
-    return model, cls(model, config, cls.optimizers(model, config), torch.Generator().manual_seed(3), data=tensors), tensors
+    tensors = _train_tensors(model, config)
+    return model, _update_of(name, model, config, data=tensors), tensors
 
 
 def test_mopo_pays_for_the_models_disagreement_in_its_imagined_rewards(trained):
@@ -233,11 +222,11 @@ def test_combo_holds_q_lower_on_model_states_than_on_the_data(trained):
     assert combo > without, (combo, without)
 
 
-def _update_of(name: str, model, config):
+def _update_of(name: str, model, config, data=None):
     from safecritic.controller.learners import learner_class
 
     cls = learner_class(name)
-    return cls(model, config, cls.optimizers(model, config), torch.Generator().manual_seed(3))
+    return cls(model, config, cls.optimizers(model, config), torch.Generator().manual_seed(3), data=data)
 
 
 def _train_tensors(model, config):
@@ -321,9 +310,9 @@ def test_coptidice_weights_costly_transitions_down_as_its_budget_binds(trained):
     costly = batch.cost > 0
     assert costly.any()
     with torch.no_grad():
-        w = ratio(update.advantage(batch) / update.settings.alpha)
+        w = ratio(update.advantage(batch)[0] / update.settings.alpha)
         assert w[costly].mean() < w[~costly].mean()
         model.actor.log_multiplier.add_(1.0)  # lambda times e
-        w_dear = ratio(update.advantage(batch) / update.settings.alpha)
+        w_dear = ratio(update.advantage(batch)[0] / update.settings.alpha)
     assert w_dear[costly].mean() < w[costly].mean()
     assert float(dual.multiplier(model.actor)) > lam[-1]

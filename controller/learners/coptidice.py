@@ -68,19 +68,21 @@ class COptiDICE(OwnActor):
         """c_hat: policy.cost_limit as a per-step cost of the normalised occupancy."""
         return (1.0 - self.config.critics.gamma) * self.config.policy.cost_limit
 
-    def advantage(self, batch: Batch) -> torch.Tensor:
-        """e(s, a) = r - lambda c + gamma (1 - done) nu(s') - nu(s) [B]."""
+    def advantage(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """e(s, a) = r - lambda c + gamma (1 - done) nu(s') - nu(s) [B], and nu(s) [B] (the dual's
+        first term needs it too: one pass of nu)."""
         nu = self.model.actor.nu
         lam = dual.multiplier(self.model.actor)
         v, v_next = nu(batch.obs).squeeze(-1), nu(batch.next_obs).squeeze(-1)
-        return batch.rew - lam * batch.cost + self.config.critics.gamma * (1.0 - batch.terminal) * v_next - v
+        e = batch.rew - lam * batch.cost + self.config.critics.gamma * (1.0 - batch.terminal) * v_next - v
+        return e, v
 
     def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """1. nu's dual step; 2. the weighted fit of the data's actions, w = ratio(e / alpha);
         3. lambda's dual step on the reweighted cost."""
         alpha, gamma = self.settings.alpha, self.config.critics.gamma
-        e = self.advantage(batch)
-        nu_loss = (1.0 - gamma) * self.model.actor.nu(batch.obs).mean() + alpha * conjugate(e / alpha).mean()
+        e, v = self.advantage(batch)
+        nu_loss = (1.0 - gamma) * v.mean() + alpha * conjugate(e / alpha).mean()
         _step(self.opt["nu"], nu_loss)
         w = ratio(e.detach() / alpha)
         loss = weighted_nll(self.model.actor, batch, w)
