@@ -228,7 +228,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     controllers = list(dict.fromkeys(r["controller"] for r in rows))
-    colour = {c: plt.cm.tab20(i % 20) for i, c in enumerate(controllers)}
+    palette = [*plt.cm.tab20.colors, *plt.cm.tab20b.colors, *plt.cm.tab20c.colors]  # 60 distinct colours
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(controllers)}
     columns = 1 if len(controllers) <= 20 else 2  # the legend beside the panels, in one or two columns
     legend_width = 2.2 * columns
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + legend_width,
