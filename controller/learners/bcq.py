@@ -41,8 +41,8 @@ class BCQPolicy(nn.Module):
     def __init__(self, generative: MixturePolicy, critic: QEnsemble, obs_dim: int, act_dim: int,
                  hidden: list[int], options: Options, seed: int = 0, priced: bool = False) -> None:
         super().__init__()
-        self.priced = priced  # BCQ-Lag: candidates ranked by Q_R - lambda Q_C (lambda: log_multiplier)
-        self.log_multiplier = nn.Parameter(torch.tensor(0.0), requires_grad=priced)
+        self.priced = priced  # BCQ-Lag: candidates ranked by Q_R - lambda Q_C (lambda: cost_multiplier)
+        dual.attach_pid(self)
         n, k = int(options.samples), generative.components
         self.generative, self.critic = generative, critic
         self.perturbation = MLP(obs_dim + act_dim, hidden, act_dim)
@@ -78,7 +78,7 @@ class BCQPolicy(nn.Module):
         value = q_task.min(dim=0).values
         if self.priced and cost_logits is not None:
             q_c = torch.sigmoid(cost_logits[..., 0].max(dim=0).values)  # POLICY_RISK (TorchScript reads no globals)
-            value = value - self.log_multiplier.exp() * q_c
+            value = value - self.cost_multiplier * q_c
         return value
 
     @torch.jit.ignore
@@ -126,13 +126,14 @@ class BCQ(OwnActor):
 
 @dataclass(frozen=True)
 class LagOptions(Options):
-    multiplier_lr: float = 1e-2  # dual ascent on log lambda
-    log_multiplier_start: float = 0.0
+    kp: float = dual.PIDGains.kp  # the PID Lagrangian's gains (dual.PIDGains: OSRL's, for unscaled rewards)
+    ki: float = dual.PIDGains.ki
+    kd: float = dual.PIDGains.kd
 
 
 class BCQLag(BCQ):
-    """BCQ-Lag (OSRL): BCQ whose perturbation maximises Q_R - lambda Q_C, with lambda learned by
-    dual ascent on the batch's mean Q_C(s, pi(s)) against policy.cost_limit. An average constraint
+    """BCQ-Lag (OSRL): BCQ whose perturbation maximises Q_R - lambda Q_C, with lambda OSRL's PID
+    Lagrangian on the batch's mean Q_C(s, pi(s)) against policy.cost_limit. An average constraint
     over states, where the default's is state-wise (docs/design.md, "The accident constraint")."""
 
     name = "bcq_lag"
@@ -140,17 +141,8 @@ class BCQLag(BCQ):
 
     @classmethod
     def build_actor(cls, model, obs_dim: int, act_dim: int, config: Config) -> nn.Module:
-        o = cls.options(config)
-        actor = BCQPolicy(model.prior, model.critic, obs_dim, act_dim, list(config.policy.hidden), o, config.run.seed,
-                          priced=True)
-        with torch.no_grad():
-            actor.log_multiplier.fill_(o.log_multiplier_start)
-        return actor
-
-    @classmethod
-    def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
-        return {**super().optimizers(model, config),
-                "multiplier": adam([model.actor.log_multiplier], cls.options(config).multiplier_lr)}
+        return BCQPolicy(model.prior, model.critic, obs_dim, act_dim, list(config.policy.hidden), cls.options(config),
+                         config.run.seed, priced=True)
 
     def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
         out = super().__call__(batch, actor_batch)
@@ -162,8 +154,9 @@ class BCQLag(BCQ):
         m = self.model
         with torch.no_grad():
             risk = risk_of(m.critic(batch.obs, m.actor.mode(batch.obs))[1], m.critic).mean()
-        return {"policy_risk": risk, "cost_multiplier": dual.ascend(m.actor, self.opt["multiplier"],
-                                                                    risk - self.config.policy.cost_limit)}
+        o = self.settings
+        return {"policy_risk": risk, "cost_multiplier": dual.pid_step(m.actor, risk - self.config.policy.cost_limit,
+                                                                      dual.PIDGains(o.kp, o.ki, o.kd))}
 
 
 def largest_move(actor: BCQPolicy, obs: torch.Tensor) -> float:

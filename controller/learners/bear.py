@@ -90,13 +90,14 @@ class BEAR(OwnActor):
 
 @dataclass(frozen=True)
 class LagOptions(Options):
-    cost_multiplier_lr: float = 1e-2  # dual ascent on log lambda
-    log_cost_multiplier_start: float = 0.0
+    kp: float = dual.PIDGains.kp  # the cost multiplier's PID gains (dual.PIDGains: OSRL's, for unscaled rewards)
+    ki: float = dual.PIDGains.ki
+    kd: float = dual.PIDGains.kd
 
 
 class BEARLag(BEAR):
     """BEAR-Lag (OSRL): BEAR whose actor maximises Q_R - lambda Q_C inside the MMD budget, lambda
-    learned by dual ascent on the batch's mean Q_C(s, a ~ pi(s)) against policy.cost_limit (an
+    OSRL's PID Lagrangian on the batch's mean Q_C(s, a ~ pi(s)) against policy.cost_limit (an
     average constraint over states, as BCQ-Lag's)."""
 
     name = "bear_lag"
@@ -105,24 +106,20 @@ class BEARLag(BEAR):
     @classmethod
     def build_actor(cls, model, obs_dim: int, act_dim: int, config: Config) -> torch.nn.Module:
         actor = super().build_actor(model, obs_dim, act_dim, config)
-        return dual.attach(actor, cls.options(config).log_cost_multiplier_start, "log_cost_multiplier")
-
-    @classmethod
-    def optimizers(cls, model, config: Config) -> dict[str, torch.optim.Optimizer]:
-        return {**super().optimizers(model, config),
-                "cost_multiplier": adam([model.actor.log_cost_multiplier], cls.options(config).cost_multiplier_lr)}
+        return dual.attach_pid(actor)
 
     def value(self, q_task: torch.Tensor, cost_logits: torch.Tensor | None) -> torch.Tensor:
         """min-over-members Q_R less lambda times the most pessimistic member's Q_C; the batch's
         mean Q_C is kept for the dual step."""
         risk = risk_of(cost_logits, self.model.critic)
         self.risk = risk.detach().mean()
-        return super().value(q_task, cost_logits) - dual.multiplier(self.model.actor, "log_cost_multiplier") * risk
+        return super().value(q_task, cost_logits) - self.model.actor.cost_multiplier * risk
 
     def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """BEAR's step on the priced value, then lambda's dual step on the same samples' risk."""
         out = super().actor_step(batch)
         out["policy_risk"] = self.risk
-        out["cost_multiplier"] = dual.ascend(self.model.actor, self.opt["cost_multiplier"],
-                                             self.risk - self.config.policy.cost_limit, "log_cost_multiplier")
+        o = self.settings
+        out["cost_multiplier"] = dual.pid_step(self.model.actor, self.risk - self.config.policy.cost_limit,
+                                               dual.PIDGains(o.kp, o.ki, o.kd))
         return out
