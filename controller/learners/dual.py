@@ -42,9 +42,9 @@ class PIDGains:
 
     OSRL's are (0.1, 0.003, 0.001) on rewards scaled by 0.1; ours act on unscaled rewards, so ten
     times theirs. Why not log-space ascent: Adam moves log lambda by ~lr per update whatever the
-    violation's size, so a budget a little out of reach on the data's states (PointNav's: the
-    policy's mean Q_C stays at ~0.065 against 0.05 even when it minimises Q_C) sends lambda to its
-    cap within a thousand updates and the actor ignores the return. The PID multiplier grows with
+    violation's size, so a budget a little out of reach on the data's states sends lambda to its
+    cap within a thousand updates and the actor ignores the return (docs/design.md, "The learners",
+    has the measurement). The PID multiplier grows with
     the violation's integral, linearly."""
 
     kp: float = 1.0
