@@ -125,10 +125,8 @@ class BCQ(OwnActor):
 
 
 @dataclass(frozen=True)
-class LagOptions(Options):
-    kp: float = dual.PIDGains.kp  # the PID Lagrangian's gains (dual.PIDGains: OSRL's, for unscaled rewards)
-    ki: float = dual.PIDGains.ki
-    kd: float = dual.PIDGains.kd
+class LagOptions(Options, dual.PIDGains):
+    """The learner's settings and the cost multiplier's PID gains (kp, ki, kd)."""
 
 
 class BCQLag(BCQ):
@@ -154,9 +152,8 @@ class BCQLag(BCQ):
         m = self.model
         with torch.no_grad():
             risk = risk_of(m.critic(batch.obs, m.actor.mode(batch.obs))[1], m.critic).mean()
-        o = self.settings
         return {"policy_risk": risk, "cost_multiplier": dual.pid_step(m.actor, risk - self.config.policy.cost_limit,
-                                                                      dual.PIDGains(o.kp, o.ki, o.kd))}
+                                                                      self.settings)}
 
 
 def largest_move(actor: BCQPolicy, obs: torch.Tensor) -> float:

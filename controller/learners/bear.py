@@ -89,10 +89,8 @@ class BEAR(OwnActor):
 
 
 @dataclass(frozen=True)
-class LagOptions(Options):
-    kp: float = dual.PIDGains.kp  # the cost multiplier's PID gains (dual.PIDGains: OSRL's, for unscaled rewards)
-    ki: float = dual.PIDGains.ki
-    kd: float = dual.PIDGains.kd
+class LagOptions(Options, dual.PIDGains):
+    """The learner's settings and the cost multiplier's PID gains (kp, ki, kd)."""
 
 
 class BEARLag(BEAR):
@@ -119,7 +117,6 @@ class BEARLag(BEAR):
         """BEAR's step on the priced value, then lambda's dual step on the same samples' risk."""
         out = super().actor_step(batch)
         out["policy_risk"] = self.risk
-        o = self.settings
         out["cost_multiplier"] = dual.pid_step(self.model.actor, self.risk - self.config.policy.cost_limit,
-                                               dual.PIDGains(o.kp, o.ki, o.kd))
+                                               self.settings)
         return out

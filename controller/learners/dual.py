@@ -38,7 +38,8 @@ def ascend(actor: nn.Module, optimizer: torch.optim.Optimizer, violation: torch.
 
 @dataclass(frozen=True)
 class PIDGains:
-    """OSRL's PID Lagrangian gains (Stooke et al. 2020), for the OSRL peers' average cost constraint.
+    """OSRL's PID Lagrangian gains (Stooke et al. 2020), for the OSRL peers' average cost constraint
+    (a learner's Options inherit them, so policy.learner_options sets them).
 
     OSRL's are (0.1, 0.003, 0.001) on rewards scaled by 0.1; ours act on unscaled rewards, so ten
     times theirs. Why not log-space ascent: Adam moves log lambda by ~lr per update whatever the
