@@ -68,7 +68,8 @@ class BEAR(OwnActor):
 
     def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """max E[min_e Q_R(s, a)] - alpha (MMD - epsilon), a ~ pi(s) reparameterised; then
-        the multiplier's dual step on the same MMD."""
+        the multiplier's dual step on the same MMD. The samples' mean risk is logged (BEAR-Lag's
+        dual step reads it)."""
         m, n = self.model, int(self.settings.samples)
         actions, _ = MixturePolicy.sample(m.actor.params(batch.obs), n, self.g)  # [N, B, A], differentiable
         q_task, cost_logits = m.critic(batch.obs, actions)
@@ -76,7 +77,9 @@ class BEAR(OwnActor):
         alpha = dual.multiplier(m.actor)
         loss = -self.value(q_task, cost_logits).mean() + alpha * (distance.mean() - self.settings.epsilon)
         _step(self.opt["actor"], loss)
-        return {"actor_loss": loss.detach(), "mmd": distance.mean().detach(), **self.multiplier_step(distance.detach())}
+        return {"actor_loss": loss.detach(), "mmd": distance.mean().detach(),
+                "policy_risk": risk_of(cost_logits, m.critic).detach().mean(),
+                **self.multiplier_step(distance.detach())}
 
     def value(self, q_task: torch.Tensor, cost_logits: torch.Tensor | None) -> torch.Tensor:
         """What the actor maximises per sample [N, B]: min-over-members Q_R."""
@@ -107,16 +110,13 @@ class BEARLag(BEAR):
         return dual.attach_pid(actor)
 
     def value(self, q_task: torch.Tensor, cost_logits: torch.Tensor | None) -> torch.Tensor:
-        """min-over-members Q_R less lambda times the most pessimistic member's Q_C; the batch's
-        mean Q_C is kept for the dual step."""
+        """min-over-members Q_R less lambda times the most pessimistic member's Q_C."""
         risk = risk_of(cost_logits, self.model.critic)
-        self.risk = risk.detach().mean()
         return super().value(q_task, cost_logits) - self.model.actor.cost_multiplier * risk
 
     def actor_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """BEAR's step on the priced value, then lambda's dual step on the same samples' risk."""
         out = super().actor_step(batch)
-        out["policy_risk"] = self.risk
-        out["cost_multiplier"] = dual.pid_step(self.model.actor, self.risk - self.config.policy.cost_limit,
+        out["cost_multiplier"] = dual.pid_step(self.model.actor, out["policy_risk"] - self.config.policy.cost_limit,
                                                self.settings)
         return out
