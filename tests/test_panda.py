@@ -278,3 +278,24 @@ def test_gym_make_with_module_prefix_needs_no_prior_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "ok"
+
+
+def test_features_are_exact_functions_of_the_observation():
+    """The derived features equal the geometry the task is judged on, and script for export."""
+    import torch
+
+    from safecritic.envs.panda.interface import PandaFeatures
+    from safecritic.envs.panda.task import HALF, OBSTACLE, TARGET, box_gap
+
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(8, 26)).astype(np.float32)
+    obs[:, HALF] = np.abs(obs[:, HALF])
+    out = torch.jit.script(PandaFeatures())(torch.from_numpy(obs)).numpy()
+    assert out.shape == (8, 30)
+    np.testing.assert_array_equal(out[:, :26], obs)
+    flat = np.array([1.0, 1.0, 0.0])
+    for row, o in zip(out, obs):
+        assert row[26] == pytest.approx(np.linalg.norm(o[TARGET]), abs=1e-5)
+        assert row[27] == pytest.approx(np.linalg.norm(o[TARGET][:2]), abs=1e-5)
+        assert row[28] == pytest.approx(-(o[OBSTACLE][2] + o[HALF][2]), abs=1e-5)
+        assert row[29] == pytest.approx(box_gap(np.zeros(3), o[OBSTACLE] * flat, o[HALF] * flat), abs=1e-5)
