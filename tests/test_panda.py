@@ -7,10 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from env_contract import check_info_keys, trajectory
 from safecritic.envs.faults import make_env, scale_dynamics
+from safecritic.envs.panda.interface import PandaFeatures
 from safecritic.envs.panda.task import (
     DQ, EE, HALF, OBSTACLE, Q, TARGET, PandaLayout, PandaReachParams, box_gap, sample_layout,
 )
@@ -282,11 +284,6 @@ def test_gym_make_with_module_prefix_needs_no_prior_import():
 
 def test_features_are_exact_functions_of_the_observation():
     """The derived features equal the geometry the task is judged on, and script for export."""
-    import torch
-
-    from safecritic.envs.panda.interface import PandaFeatures
-    from safecritic.envs.panda.task import HALF, OBSTACLE, TARGET, box_gap
-
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(8, 26)).astype(np.float32)
     obs[:, HALF] = np.abs(obs[:, HALF])

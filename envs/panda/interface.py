@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from safecritic.envs.features import smooth_norm
 from safecritic.envs.panda.behaviors import PANDA_BEHAVIORS
 from safecritic.envs.panda.task import HALF, OBSTACLE, TARGET
 from safecritic.envs.task import Task
@@ -36,11 +37,11 @@ class PandaFeatures(nn.Module):
         to_target = obs[:, self.target:self.target + 3]
         to_box = obs[:, self.box:self.box + 3]
         half = obs[:, self.half:self.half + 3]
-        distance = torch.sqrt((to_target * to_target).sum(-1, keepdim=True) + 1e-12)
-        horizontal = torch.sqrt((to_target[:, :2] * to_target[:, :2]).sum(-1, keepdim=True) + 1e-12)
+        distance = smooth_norm(to_target).unsqueeze(1)
+        horizontal = smooth_norm(to_target[:, :2]).unsqueeze(1)
         air = -(to_box[:, 2:3] + half[:, 2:3])  # end effector height over the box top
         outside = (to_box[:, :2].abs() - half[:, :2]).clamp_min(0.0)
-        gap = torch.sqrt((outside * outside).sum(-1, keepdim=True) + 1e-12)
+        gap = smooth_norm(outside).unsqueeze(1)
         return torch.cat([obs, distance, horizontal, air, gap], dim=1)
 
 

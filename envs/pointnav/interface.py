@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from safecritic.envs.features import smooth_norm
 from safecritic.envs.pointnav.behaviors import POINTNAV_BEHAVIORS
 from safecritic.envs.pointnav.task import PointNavParams
 from safecritic.envs.task import Labeler, Task
@@ -42,10 +43,10 @@ class PointNavFeatures(nn.Module):
         """obs [B, 12] -> [B, 12 + 2 * n_hazards + 1]."""
         vel = obs[:, 2:4]
         rel = obs[:, 6 : 6 + 2 * self.n_hazards].reshape(obs.shape[0], self.n_hazards, 2)
-        dist = torch.sqrt((rel * rel).sum(-1) + 1e-12)
+        dist = smooth_norm(rel)
         clearance = dist - self.reach
         approach = (rel * vel.unsqueeze(1)).sum(-1) / dist
-        goal = torch.sqrt((obs[:, 4:6] * obs[:, 4:6]).sum(-1, keepdim=True) + 1e-12)
+        goal = smooth_norm(obs[:, 4:6]).unsqueeze(1)
         return torch.cat([obs, clearance, approach, goal], dim=1)
 
 
