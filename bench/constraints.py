@@ -152,8 +152,8 @@ def main() -> None:
                 rows.append({"variant": variant, "seed": seed, "env": env_id.split("/")[-1], "controller": mode, **s})
                 print(rows[-1], flush=True)
     write_json(args.out, {"machine": machine(), "episodes": args.episodes, "eval_seed": eval_seed, "rows": rows})
-    cols = ["variant", "seed", "env", "controller", "success_rate", "accident_rate", "mean_return", "mean_length",
-            "policy_share"]
+    cols = ["variant", "seed", "env", "controller", "success_rate", "accident_rate", "mean_cost", "mean_return",
+            "mean_length", "policy_share"]
     print(markdown_table(cols, [[f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]))
 
 

@@ -292,6 +292,11 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown {', '.join(unknown)}; learners: {', '.join(LEARNERS)}; d3rlpy: {', '.join(D3RLPY_ALGOS)}")
     seeds = [int(x) for x in args.seeds.split(",")]
+    # Every folder checked before any training: a missing one is refused now, not after the others' work is lost.
+    missing = [str(d) for d in args.run_dirs if not (d / "config.yaml").is_file()]
+    if missing:
+        sys.exit(f"error: not a `safecritic run` folder (no config.yaml): {', '.join(missing)}; run its preset first, "
+                 "e.g. `safecritic run -c configs/<task>.yaml`")
     rows, started = [], time.perf_counter()
     for run_dir in args.run_dirs:
         config = load_config(run_dir / "config.yaml")
