@@ -58,15 +58,16 @@ def main() -> None:
         q_c = model.critic.cost_value(logits.float().max(dim=0).values)[0].numpy()  # [N, heads]
     m = mc[idx.numpy()]
     within = m <= eps
-    rows = [{"measure": "data's continuation (Monte Carlo)", "mean": float(m.mean()), "share_within": float(within.mean()),
-             "mean_where_data_within": float(m[within].mean()) if within.any() else None,
-             "share_within_where_data_within": 1.0 if within.any() else None}]
-    for head, name in ((POLICY_RISK, "Q_C under the policy"), (RECOVERY_RISK, "Q_C of recovery"),
-                       (None, "min of the two (the gate's)")):
-        q = q_c.min(axis=1) if head is None else q_c[:, head]
-        rows.append({"measure": name, "mean": float(q.mean()), "share_within": float((q <= eps).mean()),
-                     "mean_where_data_within": float(q[within].mean()) if within.any() else None,
-                     "share_within_where_data_within": float((q[within] <= eps).mean()) if within.any() else None})
+
+    def summary(name: str, q: np.ndarray) -> dict:
+        """A measure's mean and share within epsilon, over all the states and over the data-safe ones."""
+        there = q[within] if within.any() else None
+        return {"measure": name, "mean": float(q.mean()), "share_within": float((q <= eps).mean()),
+                "mean_where_data_within": None if there is None else float(there.mean()),
+                "share_within_where_data_within": None if there is None else float((there <= eps).mean())}
+
+    rows = [summary("data's continuation (Monte Carlo)", m), summary("Q_C under the policy", q_c[:, POLICY_RISK]),
+            summary("Q_C of recovery", q_c[:, RECOVERY_RISK]), summary("min of the two (the gate's)", q_c.min(axis=1))]
     write_json(args.out, {"machine": machine(), "run_dir": str(args.run_dir), "epsilon": eps, "gamma_c": gamma,
                           "transitions": int(len(idx)), "rows": rows})
     print(f"{args.run_dir}: {len(idx)} held-out transitions, epsilon {eps}, gamma_C {gamma}")
