@@ -17,7 +17,7 @@ for, built here as modules for evaluation (not switches in the shipped controlle
 
 Each trained actor is rolled out alone (its mode, no gate) and behind the gate, on the
 certification's episodes, in every engine of the config; the table gives success, accidents,
-return, mean length and the gate's share of the policy's own proposals.
+mean episode cost, return, mean length and the gate's share of the policy's own proposals.
 """
 
 from __future__ import annotations
