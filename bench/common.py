@@ -64,6 +64,12 @@ def scripted_policy(path: Path):
     return controller
 
 
+def artifact_of(run_dir: Path, variant: str) -> Path:
+    """Where `safecritic run` exported a variant: the gated controller in artifact/, each ablation
+    in ablations/<name>/."""
+    return run_dir / "artifact" if variant == "gated" else run_dir / "ablations" / variant
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write (temp file + rename), like every artifact of a run."""
     from safecritic.configs.fileio import atomic_write_text

@@ -20,17 +20,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_json  # noqa: E402
+from common import artifact_of, machine, markdown_table, write_json  # noqa: E402
 
 from safecritic.configs import load_config  # noqa: E402
 from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes  # noqa: E402
 from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa: E402
 
 VARIANTS = ["gated", "gate_off", "unconstrained", "bc_successful", "accident_only", "ood_only"]
-
-
-def artifact_of(run_dir: Path, variant: str) -> Path:
-    return run_dir / "artifact" if variant == "gated" else run_dir / "ablations" / variant
 
 
 def plot(rows: list[dict], reference: str, path: Path) -> None:
