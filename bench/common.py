@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +69,23 @@ def artifact_of(run_dir: Path, variant: str) -> Path:
     """Where `safecritic run` exported a variant: the gated controller in artifact/, each ablation
     in ablations/<name>/."""
     return run_dir / "artifact" if variant == "gated" else run_dir / "ablations" / variant
+
+
+def rolled_with_paths(run_dir: Path, variant: str) -> tuple[dict, float]:
+    """A run's exported variant rolled on the certification's episodes with every path kept
+    (`deploy.trajectories`): ({env_id: EnvEvaluation}, the artifact's cost threshold). Exits with
+    the command that makes the artifact where there is none."""
+    from safecritic.configs import load_config
+    from safecritic.deploy.evaluate import evaluate_artifacts
+    from safecritic.deploy.runtime import read_verified
+
+    artifact = artifact_of(run_dir, variant)
+    if not (artifact / "manifest.json").exists():
+        sys.exit(f"error: no exported controller at {artifact}; run `safecritic run` on {run_dir} first")
+    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml", [f"deploy.trajectories={config.deploy.episodes}"])
+    cost_threshold = float(read_verified(artifact).manifest["thresholds"]["cost"])
+    return evaluate_artifacts([artifact], config)[str(artifact)], cost_threshold
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

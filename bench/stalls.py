@@ -25,12 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import artifact_of, machine, markdown_table, write_json  # noqa: E402
+from common import machine, markdown_table, rolled_with_paths, write_json  # noqa: E402
 
-from safecritic.configs import load_config  # noqa: E402
 from safecritic.controller.gate import DECISIONS, RECORD_FIELDS  # noqa: E402
-from safecritic.deploy.evaluate import evaluate_artifacts  # noqa: E402
-from safecritic.deploy.runtime import read_verified  # noqa: E402
 
 CODE, PROPOSAL_Q_COST = RECORD_FIELDS.index("code"), RECORD_FIELDS.index("proposal_q_cost")
 
@@ -75,13 +72,7 @@ def main() -> None:
                         help="still: the entries' RMS net change over a window, in their spreads, at most this (default 0.1)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/stalls.json"))
     args = parser.parse_args()
-    artifact = artifact_of(args.run_dir, args.variant)
-    if not (artifact / "manifest.json").exists():
-        sys.exit(f"error: no exported controller at {artifact}; run `safecritic run` on {args.run_dir} first")
-    config = load_config(args.run_dir / "config.yaml")
-    config = load_config(args.run_dir / "config.yaml", [f"deploy.trajectories={config.deploy.episodes}"])  # every path kept
-    cost_threshold = float(read_verified(artifact).manifest["thresholds"]["cost"])
-    results = evaluate_artifacts([artifact], config)[str(artifact)]
+    results, cost_threshold = rolled_with_paths(args.run_dir, args.variant)
     rows, table = [], []
     for env_id, evaluation in results.items():
         episodes = evaluation.episodes

@@ -47,7 +47,7 @@ class EpisodeResult:
     ood_alarms: int  # steps where the policy's proposal scored above the OOD threshold
     cost_vetoes: int  # steps where the proposal's Q_C was above the cost threshold
     reports_success: bool = True  # whether the env reports info["success"] at all
-    trace: dict[str, list] | None = None  # observations and per-step records (first episodes only)
+    trace: dict[str, list] | None = None  # observations, per-step records and costs (first episodes only)
 
 
 @dataclass
@@ -103,7 +103,8 @@ def _chunk(args: tuple) -> tuple[str, list[EpisodeResult], np.ndarray]:
         trace = None
         if index < keep_trace:
             trace = {"obs": ep.observations.tolist(),
-                     "record": [[None if np.isnan(v) else float(v) for v in r] for r in records]}
+                     "record": [[None if np.isnan(v) else float(v) for v in r] for r in records],
+                     "cost": ep.costs[1:].tolist()}  # cost[t]: the cost of the step record[t] decided
         results.append(EpisodeResult(
             env_id, index, seed, ep.ret, ep.cost, ep.accident, ep.success, ep.length, codes.tolist(),
             int((records[:, 5] > thresholds["ood"]).sum()), int((records[:, 4] > thresholds["cost"]).sum()),

@@ -409,6 +409,21 @@ def test_latency_is_timed_after_the_rollouts_in_the_calling_process(artifact):
     assert summarize_env(ev)["latency_us"]["calls"] == LATENCY_CALLS and len(ev.episodes) == 2
 
 
+def test_a_kept_path_carries_each_steps_cost_beside_its_record(artifact):
+    """deploy.trajectories keeps, per step, the observation, the gate's record and the step's cost
+    (bench/cost_steps.py reads where the cost was paid from them): one cost per record, summing
+    to the episode's cost."""
+    from safecritic.deploy.evaluate import evaluate_artifacts
+
+    config = load_config(SMOKE, ["deploy.episodes=3", "deploy.trajectories=3", "data.workers=1",
+                                 'env.eval_ids=["safecritic/PointNav-v0"]'])
+    episodes = evaluate_artifacts([artifact], config)[str(artifact)]["safecritic/PointNav-v0"].episodes
+    for e in episodes:
+        assert len(e.trace["cost"]) == len(e.trace["record"]) == e.length == len(e.trace["obs"]) - 1
+        assert math.isclose(sum(e.trace["cost"]), e.cost)
+        assert (e.trace["cost"][-1] > 0) == e.accident  # PointNav: a cost ends the episode, on its last step
+
+
 def test_certification_report_shows_the_reference(artifact, tmp_path):
     key = "deploy.criteria.safecritic/PointNav-v0.return_reference"
     main(["certify", str(artifact), "-o", f"deploy.releases_dir={tmp_path / 'rel'}", "-o", "deploy.episodes=2",
