@@ -88,6 +88,23 @@ def rolled_with_paths(run_dir: Path, variant: str) -> tuple[dict, float]:
     return evaluate_artifacts([artifact], config)[str(artifact)], cost_threshold
 
 
+def decision_shares(records: "np.ndarray") -> dict[str, float]:
+    """The share of each gate decision (policy, other candidate, fallback, fault) among records [N, R]."""
+    import numpy as np
+
+    from safecritic.controller.gate import DECISIONS, RECORD_FIELDS
+
+    codes = np.bincount(records[:, RECORD_FIELDS.index("code")].astype(int), minlength=len(DECISIONS))
+    return {DECISIONS[c]: float(codes[c] / max(len(records), 1)) for c in DECISIONS}
+
+
+def shares_text(shares: dict[str, float]) -> str:
+    """'policy / other / fallback' shares as a table cell."""
+    from safecritic.controller.gate import CODE_FALLBACK, CODE_POLICY, DECISIONS
+
+    return " / ".join(f"{shares.get(DECISIONS[c], 0.0):.0%}" for c in range(CODE_POLICY, CODE_FALLBACK + 1))
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write (temp file + rename), like every artifact of a run."""
     from safecritic.configs.fileio import atomic_write_text

@@ -22,20 +22,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, rolled_with_paths, write_json  # noqa: E402
+from common import decision_shares, machine, markdown_table, rolled_with_paths, shares_text, write_json  # noqa: E402
 
-from safecritic.controller.gate import DECISIONS, RECORD_FIELDS  # noqa: E402
+from safecritic.controller.gate import RECORD_FIELDS  # noqa: E402
+from safecritic.deploy.evaluate import trace_records  # noqa: E402
 
-CODE, Q_COST, PROPOSAL_Q_COST = (RECORD_FIELDS.index(f) for f in ("code", "q_cost", "proposal_q_cost"))
+Q_COST, PROPOSAL_Q_COST = RECORD_FIELDS.index("q_cost"), RECORD_FIELDS.index("proposal_q_cost")
 
 
 def summary(records: np.ndarray, cost_threshold: float) -> dict:
     """Decision shares and the Q_C readings over a set of steps' records [N, R]."""
     if not len(records):
         return {"steps": 0}
-    codes = np.bincount(records[:, CODE].astype(int), minlength=len(DECISIONS)) / len(records)
     proposal = records[:, PROPOSAL_Q_COST]
-    return {"steps": int(len(records)), "decisions": {DECISIONS[c]: float(codes[c]) for c in DECISIONS},
+    return {"steps": int(len(records)), "decisions": decision_shares(records),
             "q_cost_run_median": float(np.nanmedian(records[:, Q_COST])),
             "proposal_q_cost_median": float(np.nanmedian(proposal)),
             "proposal_over_threshold": float(np.nanmean(proposal > cost_threshold))}
@@ -62,16 +62,14 @@ def main() -> None:
     for env_id, evaluation in results.items():
         every, costly, lead = [], [], []
         for e in evaluation.episodes:
-            records = np.asarray([[np.nan if v is None else v for v in r] for r in e.trace["record"]], dtype=float)
+            records = trace_records(e.trace)
             steps, before = split_steps(records, np.asarray(e.trace["cost"], dtype=float), args.before)
             every.append(records), costly.append(steps), lead.append(before)
         with_cost = sum(len(c) > 0 for c in costly)
         for name, parts in (("every step", every), ("costly steps", costly), (f"{args.before} steps before the first cost", lead)):
             row = {"env": env_id, "steps_of": name, **summary(np.concatenate(parts), cost_threshold)}
             rows.append(row)
-            shares = row.get("decisions", {})
-            table.append([env_id.split("/")[-1], name, row["steps"],
-                          " / ".join(f"{shares.get(DECISIONS[c], 0.0):.0%}" for c in (0, 1, 2)),
+            table.append([env_id.split("/")[-1], name, row["steps"], shares_text(row.get("decisions", {})),
                           f"{row.get('q_cost_run_median', float('nan')):.3f}",
                           f"{row.get('proposal_q_cost_median', float('nan')):.3f}",
                           f"{row.get('proposal_over_threshold', float('nan')):.0%}"])

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, rolled_with_paths, write_json  # noqa: E402
+from common import decision_shares, machine, markdown_table, rolled_with_paths, shares_text, write_json  # noqa: E402
 
-from safecritic.controller.gate import DECISIONS, RECORD_FIELDS  # noqa: E402
+from safecritic.controller.gate import RECORD_FIELDS  # noqa: E402
+from safecritic.deploy.evaluate import trace_records  # noqa: E402
 
-CODE, PROPOSAL_Q_COST = RECORD_FIELDS.index("code"), RECORD_FIELDS.index("proposal_q_cost")
+PROPOSAL_Q_COST = RECORD_FIELDS.index("proposal_q_cost")
 
 
 def longest_still_run(still: np.ndarray) -> tuple[int, int]:
@@ -54,8 +55,7 @@ def stall_of(obs: np.ndarray, records: np.ndarray, scale: np.ndarray, window: in
     out = {"stall_start": start, "stall_steps": length}
     if length:
         part = records[start : start + length]
-        codes = np.bincount(part[:, CODE].astype(int), minlength=len(DECISIONS))
-        out["decisions"] = {DECISIONS[c]: float(codes[c] / length) for c in DECISIONS}
+        out["decisions"] = decision_shares(part)
         risk = part[:, PROPOSAL_Q_COST]
         if np.isfinite(risk).any():
             out["proposal_q_cost"] = float(np.nanmean(risk))
@@ -83,13 +83,12 @@ def main() -> None:
         for e in episodes:
             if e.success or e.accident:
                 continue
-            records = np.asarray([[np.nan if v is None else v for v in r] for r in e.trace["record"]], dtype=float)
             row = {"env": env_id, "index": e.index, "seed": e.seed, "length": e.length, "return": e.ret,
-                   **stall_of(np.asarray(e.trace["obs"]), records, scale, args.window, args.tol, cost_threshold)}
+                   **stall_of(np.asarray(e.trace["obs"]), trace_records(e.trace), scale, args.window, args.tol,
+                              cost_threshold)}
             rows.append(row)
-            shares = row.get("decisions", {})
             table.append([env_id.split("/")[-1], e.index, e.length, row["stall_start"], row["stall_steps"],
-                          " / ".join(f"{shares.get(DECISIONS[c], 0.0):.0%}" for c in (0, 1, 2)),
+                          shares_text(row.get("decisions", {})),
                           f"{row['proposal_q_cost']:.3f}" if "proposal_q_cost" in row else "",
                           f"{row['proposal_over_threshold']:.0%}" if "proposal_over_threshold" in row else ""])
         print(f"{env_id}: {sum(r['env'] == env_id for r in rows)} unfinished of {len(episodes)} episodes")

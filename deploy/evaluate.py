@@ -57,6 +57,11 @@ class EnvEvaluation:
     latencies_us: np.ndarray = field(repr=False)
 
 
+def trace_records(trace: dict[str, list]) -> np.ndarray:
+    """A kept path's records as floats [T, R]: the trace stores NaN as None (JSON has no NaN)."""
+    return np.array([[np.nan if v is None else v for v in r] for r in trace["record"]], dtype=float)
+
+
 _CONTROLLERS: dict[str, Any] = {}  # per worker process: loaded once, reused across chunks
 _ENVS: dict[str, list[Any]] = {}
 LATENCY_OBS = 200  # observations a chunk keeps for the latency timing

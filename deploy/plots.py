@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from safecritic.deploy.evaluate import trace_records
+
 
 def _plt():
     import matplotlib
@@ -71,7 +73,7 @@ def accident_rates(rows: list[dict[str, Any]], limits: dict[str, float], path: P
 
 def decisions_over_episode(trace: dict[str, list], thresholds: dict[str, float], title: str, path: Path) -> None:
     plt = _plt()
-    rec = np.array([[np.nan if v is None else v for v in r] for r in trace["record"]], dtype=float)
+    rec = trace_records(trace)
     t = np.arange(len(rec))
     fig, axes = plt.subplots(3, 1, figsize=(8, 6), dpi=110, sharex=True)
     axes[0].step(t, rec[:, 0], where="post")
