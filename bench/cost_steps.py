@@ -43,7 +43,7 @@ def summary(records: np.ndarray, cost_threshold: float) -> dict:
 
 def split_steps(records: np.ndarray, cost: np.ndarray, before: int) -> tuple[np.ndarray, np.ndarray]:
     """(the costly steps' records, the records of the `before` steps before the first costly one)."""
-    costly = cost[: len(records)] > 0
+    costly = cost > 0  # a kept path holds one cost per record
     if not costly.any():
         return records[:0], records[:0]
     first = int(np.argmax(costly))
@@ -63,8 +63,10 @@ def main() -> None:
         every, costly, lead = [], [], []
         for e in evaluation.episodes:
             records = trace_records(e.trace)
-            steps, before = split_steps(records, np.asarray(e.trace["cost"], dtype=float), args.before)
-            every.append(records), costly.append(steps), lead.append(before)
+            costly_steps, lead_steps = split_steps(records, np.asarray(e.trace["cost"], dtype=float), args.before)
+            every.append(records)
+            costly.append(costly_steps)
+            lead.append(lead_steps)
         with_cost = sum(len(c) > 0 for c in costly)
         for name, parts in (("every step", every), ("costly steps", costly), (f"{args.before} steps before the first cost", lead)):
             row = {"env": env_id, "steps_of": name, **summary(np.concatenate(parts), cost_threshold)}
