@@ -1,7 +1,8 @@
 """The offline training loop: prior and OOD detector first, then critics and actor.
 
 Resumable: a checkpoint holds the model, the optimisers, the random generator, the
-phase and step, and how many metrics lines were written, so a run killed at any
+phase and step, how many metrics lines were written and the learner's own state (a
+model-based learner's imagined buffer), so a run killed at any
 point and resumed ends bit-identical to one that never stopped. Checkpoints are
 written atomically; a non-finite loss stops the run and leaves the last good one.
 """
@@ -204,6 +205,8 @@ class Trainer:
         self.timings: dict[str, float] = {}
         self.pending_sums: dict[tuple[str, ...], torch.Tensor] = {}
         self.pending_count = 0
+        self.update: Update | None = None  # the critic phase's, once it runs
+        self.learner_state: dict[str, Any] = {}  # a resumed checkpoint's share of it, until the update exists
 
     # ----- checkpoints -------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -221,6 +224,7 @@ class Trainer:
             "timings": self.timings,
             "pending_metrics": [[list(names), vector] for names, vector in self.pending_sums.items()],
             "pending_count": self.pending_count,
+            "learner": self.update.state_dict() if self.update is not None else self.learner_state,
         }
 
     def save(self) -> None:
@@ -241,6 +245,7 @@ class Trainer:
         self.calibration, self.timings = dict(state["calibration"]), dict(state["timings"])
         self.pending_sums = {tuple(names): vector for names, vector in state.get("pending_metrics", [])}
         self.pending_count = int(state.get("pending_count", 0))
+        self.learner_state = dict(state.get("learner", {}))
         # Forget metrics written after this checkpoint: they will be written again.
         if self.paths.metrics.exists():
             lines = self.paths.metrics.read_text().splitlines(keepends=True)[: self.metrics_lines]
@@ -354,6 +359,8 @@ class Trainer:
         training loop calls it, and bench/ times exactly the same function."""
         self.tensors.cache_priors(self.model)
         update = self.update_class(self.model, self.config, self.optimizers, self.generator, data=self.tensors)
+        update.load_state_dict(self.learner_state)
+        self.update = update
         c = self.config.critics
         actor_rows = {"successful": self.successful_rows, "safe": self.safe_rows, "all": None}[update.actor_rows]
 
@@ -369,6 +376,7 @@ class Trainer:
         self.calibration.update(accident_ranking(self.model, self.data.calib, cfg.critics.accident.oversample_horizon))
         self.calibration["constraint"] = constraint_report(self.model, self.data.calib, cfg)
         self.phase = "done"
+        self.update, self.learner_state = None, {}  # a finished run's checkpoint needs no imagined buffer
         self.save()
 
     def summary(self) -> dict[str, Any]:

@@ -219,6 +219,15 @@ class Update:
         for frozen in (model.prior, model.reference, model.detector):
             frozen.requires_grad_(False)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the update holds beyond the model, the optimisers and the generator (a model-based
+        learner's imagined buffer), so a checkpoint carries it and a resume continues bit-exact."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"the {self.name!r} learner keeps no state of its own, got {sorted(state)}")
+
     def __call__(self, batch: Batch, actor_batch: Batch) -> dict[str, torch.Tensor]:
         """`batch`: the critics' (all the data, accident approaches oversampled); `actor_batch`: the
         successful episodes' transitions the actor is fitted to."""

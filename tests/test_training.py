@@ -179,8 +179,17 @@ def _metrics(run_dir) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "updates_per_s"} for r in rows]  # timing differs
 
 
-def test_resume_after_a_kill_ends_identical_to_an_uninterrupted_run(tmp_path, smoke_dataset):
-    config = load_config(SMOKE, TINY)
+# The model-based learners hold an imagined buffer, a refresh counter and (MOPO, COMBO) a model beside
+# the model's weights: the checkpoint carries them too. Their refreshes (every 10 updates) fall on
+# both sides of the kill, and a refresh is due at the lost step 20.
+MODEL_BASED = "policy.learner_options={model_steps: 30, branches: 50, refresh_every: 10, horizon: 3}"
+ARMOR = "policy.learner_options={model_steps: 30, branches: 50, refresh_every: 10, horizon: 3, model_width: 32}"
+
+
+@pytest.mark.parametrize("learner", [[], ["policy.learner=mopo", MODEL_BASED], ["policy.learner=combo", MODEL_BASED],
+                                     ["policy.learner=armor", ARMOR]], ids=["csc", "mopo", "combo", "armor"])
+def test_resume_after_a_kill_ends_identical_to_an_uninterrupted_run(tmp_path, smoke_dataset, learner):
+    config = load_config(SMOKE, TINY + learner)
     data = load_offline_data(config.data)
     straight = Trainer(config, data, tmp_path / "a")
     straight.run()

@@ -20,8 +20,8 @@ batch, MOPO's critic step (plain TD on both kinds of rows, the default's CSC acc
 the real rows only) and its SAC actor. What differs: ARMOR's three terms join that critic step, and
 the model keeps training through the updates with an optimiser of its own. The model lives on the
 SafeCriticModel (`model.dynamics`; not on the actor, which the exports copy), so checkpoints carry
-its weights and the optimisers its Adam state. A resume still imagines a fresh buffer (neither the
-buffer nor the refresh counter is checkpointed), so, like MOPO's, it is not bit-exact.
+its weights and the optimisers its Adam state; MOPO's `state_dict` adds the imagined buffer and the
+refresh count, so a resumed run ends bit-identical to one that never stopped.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ every `refresh_every` updates branch short rollouts from data states with the cu
 (critics/model_rollouts.py). A rollout stops where the model expects a cost or an end, so no
 imagined transition continues past an accident; the accident critics learn from the real data
 as the default's do (the same cost side for every learner). The actor is SAC's (maximise
-min-over-members Q_R minus a fixed entropy price) on real and imagined states.
+min-over-members Q_R minus a fixed entropy price) on real and imagined states. The model, the
+imagined buffer and the refresh count go into the run's checkpoint (`state_dict`), so a resume
+continues with the buffer the killed run had.
 
 - MOPO (Yu et al. 2020): the imagined rewards pay lambda times the ensemble's disagreement, and
   Q_R learns by plain TD on both.
@@ -29,6 +31,9 @@ from safecritic.critics.cql import bellman_loss, sample_actions
 from safecritic.critics.dynamics import DynamicsEnsemble, fit_dynamics
 from safecritic.critics.model_rollouts import imagine
 from safecritic.envs.dataset import Transitions
+
+
+IMAGINED = ("obs", "act", "rew", "cost", "next_obs", "terminal")  # an imagined buffer's fields, TrainTensors' order
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,36 @@ class MOPO(OwnActor):
 
             with torch.no_grad():
                 t = imagine(self.dynamics, starts, act, int(o.horizon), o.penalty, self.g)
-                self.imagined = TrainTensors(m, t.obs, t.act, t.rew, t.cost, t.next_obs, t.terminal)
-                self.imagined.cache_priors(m)
+            self.use_imagined({k: getattr(t, k) for k in IMAGINED})
             out["imagined_rows"] = torch.tensor(float(len(self.imagined)))
             out["imagined_reward"] = t.rew.mean()
         return out
+
+    def use_imagined(self, rows: dict[str, torch.Tensor]) -> None:
+        """The imagined transitions (env units) as the buffer the critic batches draw from."""
+        self.imagined_rows = rows
+        with torch.no_grad():
+            self.imagined = TrainTensors(self.model, *(rows[k] for k in IMAGINED))
+            self.imagined.cache_priors(self.model)
+
+    # 1b. the checkpoint's share: the model (unless it lives on the SafeCriticModel), the buffer, the count
+    def state_dict(self) -> dict:
+        if self.imagined is None:  # no update ran yet: a resume starts as a fresh run does
+            return {}
+        state = {"calls": self.calls, "imagined": self.imagined_rows}
+        if self.dynamics is not getattr(self.model, "dynamics", None):
+            state["dynamics"] = self.dynamics.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        if "dynamics" in state:
+            self.dynamics = DynamicsEnsemble.for_data(self.real_transitions())
+            self.dynamics.load_state_dict(state["dynamics"])
+            self.dynamics.requires_grad_(False)
+        self.calls = int(state["calls"])
+        self.use_imagined(state["imagined"])
 
     def mixed(self, batch: Batch) -> tuple[Batch, int]:
         """real_fraction of the batch's rows (at random: its rare rows come last), then imagined rows."""
