@@ -205,8 +205,8 @@ class Trainer:
         self.timings: dict[str, float] = {}
         self.pending_sums: dict[tuple[str, ...], torch.Tensor] = {}
         self.pending_count = 0
-        self.update: Update | None = None  # the critic phase's, once it runs
-        self.learner_state: dict[str, Any] = {}  # a resumed checkpoint's share of it, until the update exists
+        self.update: Update | None = None  # the critic phase's, while it runs
+        self.learner_state: dict[str, Any] = {}  # a resumed checkpoint's, handed to that update when it starts
 
     # ----- checkpoints -------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -224,7 +224,7 @@ class Trainer:
             "timings": self.timings,
             "pending_metrics": [[list(names), vector] for names, vector in self.pending_sums.items()],
             "pending_count": self.pending_count,
-            "learner": self.update.state_dict() if self.update is not None else self.learner_state,
+            "learner": {} if self.update is None else self.update.state_dict(),
         }
 
     def save(self) -> None:
@@ -376,7 +376,7 @@ class Trainer:
         self.calibration.update(accident_ranking(self.model, self.data.calib, cfg.critics.accident.oversample_horizon))
         self.calibration["constraint"] = constraint_report(self.model, self.data.calib, cfg)
         self.phase = "done"
-        self.update, self.learner_state = None, {}  # a finished run's checkpoint needs no imagined buffer
+        self.update = None  # a finished run's checkpoint needs no imagined buffer
         self.save()
 
     def summary(self) -> dict[str, Any]:
