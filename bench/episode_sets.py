@@ -29,6 +29,11 @@ from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa
 VARIANTS = ["gated", "gate_off", "unconstrained", "bc_successful", "accident_only", "ood_only"]
 
 
+def cell(summary: dict, key: str, fmt: str) -> str:
+    """One table cell; "-" for a variant this run did not evaluate (--variants)."""
+    return format(summary[key], fmt) if key in summary else "-"
+
+
 def plot(rows: list[dict], reference: str, path: Path) -> None:
     """Mean return per episode set, one panel per engine: the reference against the controllers."""
     import matplotlib
@@ -103,20 +108,21 @@ def main() -> None:
     table = []
     for r in rows:
         g, a, b = r.get("gated", {}), r.get("gate_off", {}), r.get("bc_successful", {})
-        table.append([r["set"], r["env"], f"{r['reference_return']:.2f}", f"{g.get('mean_return', float('nan')):.2f}",
-                      f"{g.get('success_rate', float('nan')):.1%}",
-                      f"{g.get('accident_rate', float('nan')):.1%} ({g.get('accident_rate_upper', float('nan')):.1%})",
-                      f"{g.get('policy_share', float('nan')):.1%}", f"{a.get('mean_return', float('nan')):.2f}",
-                      f"{a.get('accident_rate', float('nan')):.1%}", f"{b.get('mean_return', float('nan')):.2f}"])
+        acc = f"{cell(g, 'accident_rate', '.1%')} ({cell(g, 'accident_rate_upper', '.1%')})"
+        table.append([r["set"], r["env"], f"{r['reference_return']:.2f}", cell(g, "mean_return", ".2f"),
+                      cell(g, "success_rate", ".1%"), acc, cell(g, "policy_share", ".1%"),
+                      cell(a, "mean_return", ".2f"), cell(a, "accident_rate", ".1%"), cell(b, "mean_return", ".2f")])
     print(markdown_table(cols, table))
     if args.plot:
         plot(rows, args.reference, args.plot)
     for env in sorted({r["env"] for r in rows}):
         mine = [r for r in rows if r["env"] == env]
         met = sum(r.get("gated_meets", False) for r in mine)
-        ahead = sum(r.get("actor_vs_bc_successful", -1.0) >= 0 for r in mine)
-        print(f"{env}: gated meets the criteria and the {args.reference} return on {met} of {len(mine)} sets; "
-              f"the actor alone returns >= bc_successful on {ahead} of {len(mine)}")
+        line = f"{env}: gated meets the criteria and the {args.reference} return on {met} of {len(mine)} sets"
+        if all("actor_vs_bc_successful" in r for r in mine):
+            ahead = sum(r["actor_vs_bc_successful"] >= 0 for r in mine)
+            line += f"; the actor alone returns >= bc_successful on {ahead} of {len(mine)}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -174,9 +174,11 @@ class GateConfig(StrictModel):
 
     cost_threshold: float = Field(0.05, ge=0.0, le=1e3, description="epsilon_gate: a candidate is admissible only if Q_C <= this "
                                   "(normalised, as policy.cost_limit).")
-    # 4: 4 and 16 succeeded equally, and the critics' FLOPs, most of a gated call, scale with the count.
-    policy_candidates: int = Field(4, ge=1, le=1024, description="The policy's proposal + this-1 fixed standard-normal "
-                                   "offsets scaled by its std; the actor's other components' means come on top.")
+    # 1: the critics' FLOPs, most of a gated call, scale with the count, and the points between the safe action
+    # and the proposal (gate.py SEGMENT_FRACTIONS) earn more per candidate than offsets (docs/design.md, "The gate").
+    policy_candidates: int = Field(1, ge=1, le=1024, description="The policy's proposal + this-1 fixed standard-normal "
+                                   "offsets scaled by its std; the actor's other components' means and 3 points between "
+                                   "the safe action and the proposal come on top.")
     prior_weight: float = Field(1.0, ge=0.0, le=100.0, description="When the proposal is vetoed, the admissible "
                                         "candidate with the highest Q_R + this * log pi(a|s) runs (the actor's own density).")
     safe_action: list[float] | None = Field(

@@ -1,6 +1,6 @@
 """The gated controller: the policy proposes, the accident critics and the OOD detector veto.
 
-One TorchScript-able module, deterministic (fixed candidate offsets, no runtime
+One TorchScript-able module, deterministic (candidates fixed by the proposal, no runtime
 randomness), taking raw observations [B, obs_dim] and returning
 
     action [B, act_dim]  clipped to the action bounds, never NaN
@@ -44,6 +44,9 @@ DECISIONS = {CODE_POLICY: "policy", CODE_CANDIDATE: "other candidate", CODE_FALL
 # The record's columns; the export writes this layout into the manifest for the runtime.
 RECORD_FIELDS = ["code", "q_task", "q_cost", "ood_score", "proposal_q_cost", "proposal_ood_score"]
 OFFSET_SEED = 0  # the fixed offsets' generator: any fixed seed (the export stores the offsets themselves)
+# Candidates on the segment from the safe action to the proposal (fractions of the way): where the
+# proposal is vetoed, a step part-way toward it is often admissible and earns more than the safe action.
+SEGMENT_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def fixed_offsets(count: int, act_dim: int) -> torch.Tensor:
@@ -86,6 +89,7 @@ class GatedController(nn.Module):
         self.register_buffer("act_half", (model.act_high - model.act_low) / 2)
         self.register_buffer("safe_action", constant)  # faults: the constant
         self.register_buffer("offsets", fixed_offsets(gate.policy_candidates, int(model.act_low.numel())).unsqueeze(1))
+        self.register_buffer("segment_fractions", torch.tensor(SEGMENT_FRACTIONS).view(-1, 1, 1))
         self.register_buffer("cost_threshold", torch.tensor(float(gate.cost_threshold)))
         self.judged_limit = JUDGED_LIMIT
         self.register_buffer("ood_threshold", model.ood_tau.clone())
@@ -98,7 +102,7 @@ class GatedController(nn.Module):
         # on its own, nor the critics' least risky candidate (measured: docs/design.md, "The gate").
         self.fallback_to_proposal = not task_module
         self.prior_weight = float(gate.prior_weight)
-        self.candidate_count = gate.policy_candidates + self.actor.components + 1
+        self.candidate_count = gate.policy_candidates + self.actor.components + len(SEGMENT_FRACTIONS) + 1
         # Module attributes, not globals: TorchScript cannot read module-level constants.
         self.code_policy, self.code_candidate, self.code_fallback = float(CODE_POLICY), float(CODE_CANDIDATE), float(CODE_FALLBACK)
         self.eval()
@@ -123,10 +127,12 @@ class GatedController(nn.Module):
         (log_w, mean, log_std), (p_w, p_mean, p_log_std) = self._policies(x)
         best = mode_index(log_w, mean, log_std)
         proposal, spread = pick(mean, best), pick(log_std, best).exp()
-        # Fixed offsets around the proposal (in units of its component's std), the actor's component means, the safe action.
+        # Fixed offsets around the proposal (in units of its component's std), the actor's component means,
+        # points between the safe action and the proposal, the safe action.
         safe = ((self.safe_module(clean) - self.act_mid) / self.act_half).clamp(-1.0, 1.0)
+        segment = safe.unsqueeze(0) + self.segment_fractions * (proposal - safe).unsqueeze(0)
         cands = torch.cat([(proposal.unsqueeze(0) + spread.unsqueeze(0) * self.offsets).clamp(-1.0, 1.0),
-                           mean.transpose(0, 1), safe.unsqueeze(0)], dim=0)
+                           mean.transpose(0, 1), segment, safe.unsqueeze(0)], dim=0)
         k = cands.shape[0]
         pairs = pair_inputs(x, cands)  # assembled once for the critics and the detector
         q_task, cost_logits = self.critic.from_pairs(pairs, k, b)

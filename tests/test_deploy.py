@@ -15,7 +15,8 @@ import torch
 
 from safecritic.cli import main
 from safecritic.configs import load_config
-from safecritic.controller.gate import CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT, CODE_POLICY, GatedController, PolicyController
+from safecritic.controller.gate import (CODE_CANDIDATE, CODE_FALLBACK, CODE_FAULT, CODE_POLICY, SEGMENT_FRACTIONS, GatedController,
+                                       PolicyController)
 from safecritic.controller.training import load_trained
 from safecritic.deploy.certify import binom_cdf, clopper_pearson, judge
 from safecritic.deploy.export import parity
@@ -208,6 +209,29 @@ def test_the_proposal_runs_whenever_it_is_admissible(smoke_run, observations):
     best = torch.where(ok, score, float("-inf")).argmax(0)
     torch.testing.assert_close(rec[other, 1], q_r.gather(0, best.view(1, -1))[0][other])
     assert (rec[~ok.any(0), 0] == CODE_FALLBACK).all()
+    assert parity(gate, torch.jit.script(gate), observations) <= 1e-5
+
+
+def test_points_between_the_safe_action_and_the_proposal_are_candidates(smoke_run, observations):
+    """Just before the safe action, the gate offers safe + f (proposal - safe) for each f of SEGMENT_FRACTIONS; where
+    the proposal is vetoed but such a point is not, the gate runs a candidate, never the safe action."""
+    config, model, _ = load_trained(smoke_run)
+    free = GatedController(model, config.gate.model_copy(update={"cost_threshold": 1e9}), use_ood=False)
+    with torch.no_grad():
+        cands, q_r, q_c, ood, score = free.scores(observations)
+    proposal, safe = cands[0], cands[-1]
+    segment = cands[-1 - len(SEGMENT_FRACTIONS):-1]
+    for f, row in zip(SEGMENT_FRACTIONS, segment):
+        torch.testing.assert_close(row, safe + f * (proposal - safe))
+    # A threshold between the proposal's and the least risky segment point's, at the states where one is safer.
+    lower = q_c[-1 - len(SEGMENT_FRACTIONS):-1].min(0).values
+    safer = lower < q_c[0]
+    assert safer.any()
+    threshold = float(((lower + q_c[0]) / 2)[safer].median())
+    gate = GatedController(model, config.gate.model_copy(update={"cost_threshold": threshold}), use_ood=False)
+    action, rec = gate(observations)
+    rescued = (q_c[0] > threshold) & (lower <= threshold)
+    assert rescued.any() and (rec[rescued, 0] == CODE_CANDIDATE).all()
     assert parity(gate, torch.jit.script(gate), observations) <= 1e-5
 
 
