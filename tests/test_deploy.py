@@ -214,7 +214,7 @@ def test_the_proposal_runs_whenever_it_is_admissible(smoke_run, observations):
 
 def test_points_between_the_safe_action_and_the_proposal_are_candidates(smoke_run, observations):
     """Just before the safe action, the gate offers safe + f (proposal - safe) for each f of SEGMENT_FRACTIONS; where
-    the proposal is vetoed but such a point is not, the gate runs a candidate, never the safe action."""
+    the proposal is vetoed but such a point is not, the gate runs an admissible candidate (code 1), not its fallback."""
     config, model, _ = load_trained(smoke_run)
     free = GatedController(model, config.gate.model_copy(update={"cost_threshold": 1e9}), use_ood=False)
     with torch.no_grad():
