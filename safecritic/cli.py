@@ -236,9 +236,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.onnx:
         onnx = manifest["onnx"]
         print(f"onnx     opset {onnx['opset']}, sha256 {manifest['files']['controller.onnx']}; vs TorchScript: "
-              f"max diff {onnx['parity_max_scaled_diff']:.2e} x max(1, |value|) on {onnx['parity_observations']['run']} "
-              f"observations + {onnx['parity_observations']['fuzzed_records_judged']} fuzzed ones, "
-              f"{onnx['parity_fuzzed_decisions_max_scaled_diff']:.2e} in actions and codes on all "
+              f"record {onnx['parity_max_scaled_diff']:.2e} x max(1, |value|) on {onnx['parity_observations']['run']} "
+              f"observations + {onnx['parity_observations']['fuzzed_records_judged']} fuzzed ones (must be <= 1e-4), "
+              f"actions and codes {onnx['parity_decisions_max_scaled_diff']:.2e} on those and all "
               f"{onnx['parity_observations']['fuzzed']} fuzzed ones (must be <= 1e-5)")
     print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")

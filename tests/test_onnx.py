@@ -46,12 +46,13 @@ def with_faults(obs: torch.Tensor) -> torch.Tensor:
 
 
 def assert_agree(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> None:
-    """Actions and records within the export's rule (1e-5 x max(1, |value|)), codes and NaN positions equal."""
+    """Within the export's rule: actions to 1e-5, records to RECORD_TOLERANCE x max(1, |value|), codes and NaN
+    positions equal."""
     (a1, r1), (a2, r2) = reference, other
     np.testing.assert_array_equal(np.isnan(r1), np.isnan(r2))
     np.testing.assert_array_equal(r1[:, 0], r2[:, 0])
     scale = np.maximum(1.0, np.abs(np.nan_to_num(r1)))
-    assert (np.abs(np.nan_to_num(r1 - r2)) / scale).max() <= PARITY_TOLERANCE
+    assert (np.abs(np.nan_to_num(r1 - r2)) / scale).max() <= onnx_export.RECORD_TOLERANCE
     assert np.abs(a1 - a2).max() <= PARITY_TOLERANCE
 
 
@@ -87,8 +88,8 @@ def test_manifest_lists_the_file_its_hash_and_its_interface(onnx_artifact):
                                 {"name": "record", "shape": ["batch", 6], "dtype": "float32"}]
     model = onnx.load_from_string(blob)
     assert entry["opset"] == next(o.version for o in model.opset_import if o.domain == "")
-    assert entry["parity_max_scaled_diff"] <= PARITY_TOLERANCE
-    assert entry["parity_fuzzed_decisions_max_scaled_diff"] <= PARITY_TOLERANCE
+    assert entry["parity_max_scaled_diff"] <= onnx_export.RECORD_TOLERANCE
+    assert entry["parity_decisions_max_scaled_diff"] <= PARITY_TOLERANCE
     assert entry["parity_observations"]["fuzzed"] == onnx_export.FUZZ_ROWS
     assert not {node.op_type for node in model.graph.node} & RANDOM_OPS  # the candidates are fixed offsets
     load(onnx_artifact)  # the TorchScript side still verifies and loads
@@ -128,22 +129,34 @@ def test_ablation_and_a_constant_safe_action_export_too(smoke_run, observations)
         blob, entry = export_checked(controller, scripted, obs, PARITY_TOLERANCE)
         session = OnnxController(blob)
         check = with_faults(observations)
-        assert parity(scripted, session, check, scale_floor=1.0) <= PARITY_TOLERANCE
-        assert entry["parity_max_scaled_diff"] <= PARITY_TOLERANCE
+        assert parity(scripted, session, check, scale_floor=1.0) <= onnx_export.RECORD_TOLERANCE
+        assert entry["parity_max_scaled_diff"] <= onnx_export.RECORD_TOLERANCE
+        assert entry["parity_decisions_max_scaled_diff"] <= PARITY_TOLERANCE
 
 
-def test_a_failed_onnx_parity_check_writes_nothing(smoke_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("part, change, refused", [("action", 3e-5, True), ("record", 3e-5, False), ("record", 1e-3, True)])
+def test_a_failed_onnx_parity_check_writes_nothing(smoke_run, tmp_path, monkeypatch, part, change, refused):
+    """Actions are judged at the export's tolerance (1e-5), the logged record at RECORD_TOLERANCE (1e-4,
+    relative above 1): float32 sums in another order part the record's values by up to ~1e-5."""
     real_run = OnnxController.run
 
     def off_by_a_little(self, obs):
         action, record = real_run(self, obs)
-        return action + 1e-3, record
+        if part == "action":
+            return action + change, record
+        record = record.copy()
+        record[:, 1:] = record[:, 1:] * (1 + change)
+        return action, record
 
     monkeypatch.setattr(OnnxController, "run", off_by_a_little)
     out = tmp_path / "artifact"
-    with pytest.raises(RunError, match="ONNX parity check failed.*nothing written"):
+    if refused:
+        with pytest.raises(RunError, match="ONNX parity check failed.*nothing written"):
+            export_run(smoke_run, out, onnx=True)
+        assert not out.exists()
+    else:
         export_run(smoke_run, out, onnx=True)
-    assert not out.exists()
+        assert (out / "controller.onnx").exists()
 
 
 def test_export_without_onnx_drops_a_stale_file(smoke_run, tmp_path):
