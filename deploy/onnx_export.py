@@ -154,7 +154,7 @@ def opset(blob: bytes) -> int:
 
 # The record's Q-values and OOD scores are float32 sums that onnxruntime adds in another order than torch;
 # where terms cancel to a small result (the proposal's OOD score with the prior's log-density, about 2)
-# they parted by 1.14e-5 x max(1, |value|) on one held-out PointNav row of 2 048 on one host, 5.5e-6 to
+# they parted by 1.14e-5 x max(1, |value|) on one held-out row of 2 048 of a shipped task on one host, 5.5e-6 to
 # 8.9e-6 elsewhere (docs/deploy_onnx.md). What the robot acts on, the action and the code, is judged at the
 # export's own tolerance; the record, which it only logs, at this one.
 RECORD_TOLERANCE = 1e-4
