@@ -177,7 +177,7 @@ class Decisions:
 def export_checked(controller: torch.nn.Module, scripted: torch.nn.Module, obs: torch.Tensor,
                    tolerance: float) -> tuple[bytes, dict[str, Any]]:
     """The ONNX file's bytes and its manifest entry, after parity with the TorchScript module; a
-    RunError, and nothing to write, when it fails. Judged, each entry within tolerance x max(1, |value|):
+    RunError, and nothing to write, when it fails. Judged, each difference over max(1, |value|):
 
     - every record entry within RECORD_TOLERANCE x max(1, |value|), NaN positions equal: on the
       run's observations `obs` and on the fuzzed ones near the data, exactly 0 and non-finite;

@@ -227,19 +227,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     manifest = export(args.run_dir, args.out, args.variant, gate_overrides=args.override, onnx=args.onnx)
     out = args.out or args.run_dir / "artifact"
+    from safecritic.deploy.export import PARITY_TOLERANCE
+    from safecritic.deploy.onnx_export import RECORD_TOLERANCE
     from safecritic.deploy.runtime import artifact_digest
 
     print(f"exported {manifest['variant']['name']} to {out}/controller.pt{' + controller.onnx' if args.onnx else ''} "
           "(+ manifest.json, digest)")
     print(f"digest   {artifact_digest(manifest)} (SHA-256 over the manifest, which lists every file's SHA-256)")
-    print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= 1e-5)")
+    print(f"parity   max abs diff {manifest['parity_max_abs_diff']:.2e} (eager vs TorchScript, must be <= {PARITY_TOLERANCE:g})")
     if args.onnx:
         onnx = manifest["onnx"]
         print(f"onnx     opset {onnx['opset']}, sha256 {manifest['files']['controller.onnx']}; vs TorchScript: "
               f"record {onnx['parity_max_scaled_diff']:.2e} x max(1, |value|) on {onnx['parity_observations']['run']} "
-              f"observations + {onnx['parity_observations']['fuzzed_records_judged']} fuzzed ones (must be <= 1e-4), "
+              f"observations + {onnx['parity_observations']['fuzzed_records_judged']} fuzzed ones (must be <= {RECORD_TOLERANCE:g}), "
               f"actions and codes {onnx['parity_decisions_max_scaled_diff']:.2e} on those and all "
-              f"{onnx['parity_observations']['fuzzed']} fuzzed ones (must be <= 1e-5)")
+              f"{onnx['parity_observations']['fuzzed']} fuzzed ones (must be <= {PARITY_TOLERANCE:g})")
     print(f"gate     {manifest['candidates']} candidates, cost threshold {manifest['thresholds']['cost']:g}, "
           f"OOD threshold {manifest['thresholds']['ood']:.4g}")
     return EXIT_OK

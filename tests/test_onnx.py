@@ -91,7 +91,7 @@ def test_manifest_lists_the_file_its_hash_and_its_interface(onnx_artifact):
     assert entry["parity_max_scaled_diff"] <= onnx_export.RECORD_TOLERANCE
     assert entry["parity_decisions_max_scaled_diff"] <= PARITY_TOLERANCE
     assert entry["parity_observations"]["fuzzed"] == onnx_export.FUZZ_ROWS
-    assert not {node.op_type for node in model.graph.node} & RANDOM_OPS  # the candidates are fixed offsets
+    assert not {node.op_type for node in model.graph.node} & RANDOM_OPS  # the candidates are fixed by the proposal
     load(onnx_artifact)  # the TorchScript side still verifies and loads
 
 
