@@ -82,7 +82,8 @@ def row(task: str, env_id: str, controller: str, episodes: list[dict[str, Any]],
     r_min, r_max = r_range
     out = {"task": task, "env": env_id, "controller": controller, "episodes": len(episodes),
            "mean_return": float(rets.mean()), "normalized_reward": float((rets.mean() - r_min) / max(r_max - r_min, 1e-9)),
-           "success_rate": float(np.mean([bool(e["success"]) for e in episodes])),
+           "success_rate": (float(np.mean([bool(e["success"]) for e in episodes]))
+                            if any(e.get("reports_success", True) for e in episodes) else None),
            "accident_rate": accidents / len(episodes), "accident_low": low, "accident_upper": high,
            "mean_cost": float(costs.mean())}
     safe = high <= criteria.accident_rate_upper
@@ -168,11 +169,13 @@ def run_rows(run_dir: Path, plain_cql: Path | None, plain_cql_updates: int, epis
         criteria = d.criteria[env_id]
         for name in behaviors_for(env_id):
             runs = behavior_runs_on_evaluation_episodes(env_id, name, n, d.seed, config.env.faults)
-            eps = [{"ret": e.ret, "cost": e.cost, "accident": e.accident, "success": e.success} for e in runs]
+            eps = [{"ret": e.ret, "cost": e.cost, "accident": e.accident, "success": e.success,
+                    "reports_success": e.reports_success} for e in runs]
             rows.append(row(task, env_id, f"behaviour {name}", eps, criteria, r_range))
         if cql is not None:
             runs = rollout_policy(cql, env_id, n, d.seed, config.env.faults)
-            eps = [{"ret": e.ret, "cost": e.cost, "accident": e.accident, "success": e.success} for e in runs]
+            eps = [{"ret": e.ret, "cost": e.cost, "accident": e.accident, "success": e.success,
+                    "reports_success": e.reports_success} for e in runs]
             rows.append(row(task, env_id, "plain CQL", eps, criteria, r_range))
         for name, envs in evaluations.items():
             rows.append(row(task, env_id, name, envs[env_id]["episodes"][:n], criteria, r_range))
@@ -317,7 +320,8 @@ def main() -> None:
             f"{r['normalized_cost']:.2f} [{r['normalized_cost_interval'][0]:.2f}, {r['normalized_cost_interval'][1]:.2f}]")
         spread = "" if "return_spread" not in r else f" [{r['return_spread'][0]:.2f}, {r['return_spread'][1]:.2f}]"
         table.append([r["task"], r["env"].split("/")[-1], r["controller"], f"{r['mean_return']:.2f}{spread}",
-                      f"{r['normalized_reward']:.3f}", f"{r['success_rate']:.1%}",
+                      f"{r['normalized_reward']:.3f}",
+                      "-" if r["success_rate"] is None else f"{r['success_rate']:.1%}",
                       f"{r['accident_rate']:.1%} [{r['accident_low']:.1%}, {r['accident_upper']:.1%}]", cost_cell,
                       "yes" if r["safe"] else "**no**"])
     text = markdown_table(["task", "engine", "controller", "return [seeds' range]", "normalised reward", "success",

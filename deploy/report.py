@@ -70,6 +70,7 @@ def build_report(
                                       "mean_return", "success_rate", "accident_rate", "accident_rate_low",
                                       "accident_rate_upper", "mean_cost", "mean_length", "decision_fractions",
                                       "ood_alarm_rate")},
+                                  "reports_success": s.get("reports_success", True),
                                   "latency_p99_us": s["latency_us"]["p99"]})
     report = {
         "run": config.run.name,
@@ -164,6 +165,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _success(row: dict[str, Any]) -> str:
+    """A row's success rate, or "-" for a task that reports no success."""
+    return _pct(row["success_rate"]) if row.get("reports_success", True) else "-"
+
+
 def _safe_action(report: dict[str, Any]) -> str:
     """What the fallback executes: the task's safe action, or a constant."""
     safe = report["safe_action"]
@@ -224,7 +230,7 @@ def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for r in report["ablations"]:
         d = r["decision_fractions"]
-        lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {_pct(r['success_rate'])} | "
+        lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {_success(r)} | "
                      f"{_pct(r['accident_rate'])} [{_pct(r['accident_rate_low'])}, {_pct(r['accident_rate_upper'])}] | "
                      f"{r['mean_cost']:.3g} | {_pct(d['0'])} / {_pct(d['1'])} / {_pct(d['2'])} | {_pct(r['ood_alarm_rate'])} | {r['latency_p99_us']:.0f} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}**: {d}" for v, d in dict.fromkeys(

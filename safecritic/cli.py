@@ -308,7 +308,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("all controllers, same episodes (ablations):")
     print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'cost':>7} {'return':>8}")
     for r in report["ablations"]:
-        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {_pct(r['success_rate']):>8} {_pct(r['accident_rate']):>10} "
+        success = _pct(r["success_rate"]) if r.get("reports_success", True) else "-"
+        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {success:>8} {_pct(r['accident_rate']):>10} "
               f"{r['mean_cost']:>7.3g} {r['mean_return']:>8.2f}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED

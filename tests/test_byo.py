@@ -46,6 +46,9 @@ def test_a_users_task_runs_through_the_whole_pipeline(user_module, tmp_path, min
     assert action.shape == (2,)
     text = (tmp_path / "keepout" / "report" / "report.md").read_text()
     assert "mean episode cost / budget 1" in text and "Success" not in text.split("## Ablations")[0]
+    ablations = [l.split(" | ") for l in text.split("## Ablations")[1].splitlines() if l.startswith("| gate")]
+    assert ablations and all(cells[3] == "-" for cells in ablations)  # no success rate for a task with none
+    assert all(not r["reports_success"] for r in report["ablations"])
 
 
 def test_an_env_id_with_a_module_that_does_not_import_is_named(tmp_path):
