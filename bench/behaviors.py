@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table, write_json  # noqa: E402
 
+from safecritic.deploy.report import success_cell  # noqa: E402
 from safecritic.envs.collect import collect_episodes  # noqa: E402
 from safecritic.envs.registry import behaviors_for  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
@@ -41,7 +42,7 @@ def main() -> None:
             s.update(env_id=env_id, behavior=name, seconds=time.perf_counter() - start)
             results.append(s)
             rows.append([
-                env_id, name, s["episodes"], f"{s['success_rate']:.1%}", f"{s['accident_rate']:.1%}",
+                env_id, name, s["episodes"], success_cell(s), f"{s['accident_rate']:.1%}",
                 f"{s['mean_return']:.2f}", f"{s['mean_length']:.1f}",
             ])
     headers = ["env", "behaviour", "episodes", "success", "accident", "mean return", "mean length"]

@@ -26,6 +26,7 @@ from safecritic.configs.loader import config_from_data  # noqa: E402
 from safecritic.configs.schema import Config  # noqa: E402
 from safecritic.deploy.evaluate import evaluate_artifacts, summarize_env  # noqa: E402
 from safecritic.controller.gate import CODE_FALLBACK  # noqa: E402
+from safecritic.deploy.report import success_cell  # noqa: E402
 from safecritic.pipeline import read_manifest  # noqa: E402
 
 CONTROLLERS = {"gated (full)": "artifact", "accident_only": "ablations/accident_only",
@@ -65,18 +66,19 @@ def main() -> None:
             for env_id, ev in results[str(folder)].items():
                 s = summarize_env(ev)
                 rows.append({"fault": fault, "controller": name, "env_id": env_id, "episodes": s["episodes"],
-                             "success_rate": s["success_rate"], "accident_rate": s["accident_rate"],
+                             "success_rate": s["success_rate"], "reports_success": s["reports_success"],
+                             "accident_rate": s["accident_rate"],
                              "accident_rate_upper": s["accident_rate_upper"], "mean_return": s["mean_return"],
                              "ood_alarm_rate": s["ood_alarm_rate"], "cost_veto_rate": s["cost_veto_rate"],
                              "fallback_rate": s["decision_fractions"][str(CODE_FALLBACK)]})
                 r = rows[-1]
-                print(f"{fault:<20} {name:<14} {env_id:<30} success {r['success_rate']:6.1%}  accidents "
+                print(f"{fault:<20} {name:<14} {env_id:<30} success {success_cell(r):>6}  accidents "
                       f"{r['accident_rate']:6.1%}  return {r['mean_return']:6.2f}", flush=True)
     write_json(args.out, {"machine": machine(), "run_dir": str(args.run_dir), "episodes": args.episodes,
                           "seed": base.deploy.seed, "rows": rows})
     print(markdown_table(
         ["fault", "controller", "engine", "success", "accidents", "return", "proposal flagged OOD", "proposal vetoed (Q_C)", "fallback"],
-        [[r["fault"], r["controller"], r["env_id"].split("/")[-1], f"{r['success_rate']:.1%}", f"{r['accident_rate']:.1%}",
+        [[r["fault"], r["controller"], r["env_id"].split("/")[-1], success_cell(r), f"{r['accident_rate']:.1%}",
           f"{r['mean_return']:.2f}", f"{r['ood_alarm_rate']:.1%}", f"{r['cost_veto_rate']:.1%}", f"{r['fallback_rate']:.1%}"]
          for r in rows]))
 

@@ -25,6 +25,7 @@ from common import machine, markdown_table, scripted_policy, write_json  # noqa:
 
 from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.deploy.certify import clopper_pearson  # noqa: E402
+from safecritic.deploy.report import success_cell  # noqa: E402
 from safecritic.envs.rollout import summarize  # noqa: E402
 
 # The report's variants (deploy/export.py) shown, in order.
@@ -59,13 +60,14 @@ def main() -> None:
             n = round(s["accident_rate"] * args.episodes)
             low, high = clopper_pearson(n, args.episodes)
             rows.append({"name": name, "env_id": env_id, "mean_return": s["mean_return"],
-                         "success_rate": s["success_rate"], "accident_rate": s["accident_rate"],
+                         "success_rate": s["success_rate"], "reports_success": s["reports_success"],
+                         "accident_rate": s["accident_rate"],
                          "accident_rate_low": low, "accident_rate_upper": high})
     order = [*KEEP.values(), *(name for _, name, _ in SAVED)]
     rows.sort(key=lambda r: (r["env_id"], order.index(r["name"])))
     table = markdown_table(
         ["engine", "controller", "mean return", "success", "accident rate [95% CP]"],
-        [[r["env_id"].split("/")[-1], r["name"], f"{r['mean_return']:.2f}", f"{r['success_rate']:.1%}",
+        [[r["env_id"].split("/")[-1], r["name"], f"{r['mean_return']:.2f}", success_cell(r),
           f"{r['accident_rate']:.1%} [{r['accident_rate_low']:.1%}, {r['accident_rate_upper']:.1%}]"] for r in rows],
     )
     write_json(args.out, {"machine": machine(), "run": str(args.run_dir), "episodes": report["episodes"],

@@ -50,6 +50,7 @@ from safecritic.controller.evaluation import rollout_policy  # noqa: E402
 from safecritic.controller.learners import LEARNERS  # noqa: E402
 from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes  # noqa: E402
 from safecritic.deploy.certify import clopper_pearson  # noqa: E402
+from safecritic.deploy.report import success_cell  # noqa: E402
 from safecritic.envs.dataset import episode_sums, load_offline_data  # noqa: E402
 from safecritic.envs.registry import behaviors_for, import_modules  # noqa: E402
 
@@ -82,8 +83,8 @@ def row(task: str, env_id: str, controller: str, episodes: list[dict[str, Any]],
     r_min, r_max = r_range
     out = {"task": task, "env": env_id, "controller": controller, "episodes": len(episodes),
            "mean_return": float(rets.mean()), "normalized_reward": float((rets.mean() - r_min) / max(r_max - r_min, 1e-9)),
-           "success_rate": (float(np.mean([bool(e["success"]) for e in episodes]))
-                            if any(e.get("reports_success", True) for e in episodes) else None),
+           "success_rate": float(np.mean([bool(e["success"]) for e in episodes])),
+           "reports_success": any(e.get("reports_success", True) for e in episodes),
            "accident_rate": accidents / len(episodes), "accident_low": low, "accident_upper": high,
            "mean_cost": float(costs.mean())}
     safe = high <= criteria.accident_rate_upper
@@ -321,7 +322,7 @@ def main() -> None:
         spread = "" if "return_spread" not in r else f" [{r['return_spread'][0]:.2f}, {r['return_spread'][1]:.2f}]"
         table.append([r["task"], r["env"].split("/")[-1], r["controller"], f"{r['mean_return']:.2f}{spread}",
                       f"{r['normalized_reward']:.3f}",
-                      "-" if r["success_rate"] is None else f"{r['success_rate']:.1%}",
+                      success_cell(r),
                       f"{r['accident_rate']:.1%} [{r['accident_low']:.1%}, {r['accident_upper']:.1%}]", cost_cell,
                       "yes" if r["safe"] else "**no**"])
     text = markdown_table(["task", "engine", "controller", "return [seeds' range]", "normalised reward", "success",

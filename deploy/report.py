@@ -165,9 +165,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _success(row: dict[str, Any]) -> str:
-    """A row's success rate, or "-" for a task that reports no success."""
-    return _pct(row["success_rate"]) if row.get("reports_success", True) else "-"
+def success_cell(summary: dict[str, Any]) -> str:
+    """A summary's (or row's) success rate as a table cell, "-" for a task that reports no success:
+    there a rate of 0 means nothing (the report, the CLI and bench/ tables print it so)."""
+    return _pct(summary["success_rate"]) if summary.get("reports_success", True) else "-"
 
 
 def _safe_action(report: dict[str, Any]) -> str:
@@ -230,7 +231,7 @@ def render(report: dict[str, Any], figures: list[tuple[str, str]]) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for r in report["ablations"]:
         d = r["decision_fractions"]
-        lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {_success(r)} | "
+        lines.append(f"| {r['variant']} | {r['env_id'].split('/')[-1]} | {r['mean_return']:.2f} | {success_cell(r)} | "
                      f"{_pct(r['accident_rate'])} [{_pct(r['accident_rate_low'])}, {_pct(r['accident_rate_upper'])}] | "
                      f"{r['mean_cost']:.3g} | {_pct(d['0'])} / {_pct(d['1'])} / {_pct(d['2'])} | {_pct(r['ood_alarm_rate'])} | {r['latency_p99_us']:.0f} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}**: {d}" for v, d in dict.fromkeys(

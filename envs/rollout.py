@@ -139,7 +139,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int | None, max_steps: int |
 
 
 def summarize(episodes: list[Episode]) -> dict[str, float]:
-    """Success rate, accident rate, mean return, mean length and mean cost."""
+    """Success rate, accident rate, mean return, mean length and mean cost (and whether the env
+    reports success at all: a success rate of 0 means nothing where it does not)."""
     if not episodes:
         raise ValueError("no episodes to summarise")
     return {
@@ -149,6 +150,7 @@ def summarize(episodes: list[Episode]) -> dict[str, float]:
         "mean_return": float(np.mean([e.ret for e in episodes])),
         "mean_length": float(np.mean([e.length for e in episodes])),
         "mean_cost": float(np.mean([e.cost for e in episodes])),
+        "reports_success": any(e.reports_success for e in episodes),
     }
 
 

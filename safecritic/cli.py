@@ -91,6 +91,7 @@ def _progress(total: int, desc: str, unit: str):
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from safecritic.deploy.report import success_cell
     from safecritic.pipeline import collect
 
     config = _load(args)
@@ -102,7 +103,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(f"{'behaviour':<10} {'episodes':>8} {'success':>8} {'accident':>9} {'return':>8} {'length':>7}")
     for name, s in summary.per_behavior.items():
         print(
-            f"{name:<10} {s['episodes']:>8d} {s['success_rate']:>8.1%} {s['accident_rate']:>9.1%} "
+            f"{name:<10} {s['episodes']:>8d} {success_cell(s):>8} {s['accident_rate']:>9.1%} "
             f"{s['mean_return']:>8.2f} {s['mean_length']:>7.1f}"
         )
     return EXIT_OK
@@ -286,6 +287,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
+    from safecritic.deploy.report import success_cell
     from safecritic.pipeline import run_all
 
     config = _load(args)
@@ -308,8 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("all controllers, same episodes (ablations):")
     print(f"  {'controller':<16} {'engine':<18} {'success':>8} {'accidents':>10} {'cost':>7} {'return':>8}")
     for r in report["ablations"]:
-        success = _pct(r["success_rate"]) if r.get("reports_success", True) else "-"
-        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {success:>8} {_pct(r['accident_rate']):>10} "
+        print(f"  {r['variant']:<16} {r['env_id'].split('/')[-1]:<18} {success_cell(r):>8} {_pct(r['accident_rate']):>10} "
               f"{r['mean_cost']:>7.3g} {r['mean_return']:>8.2f}")
     _print_certification(report)
     return EXIT_OK if report["passed"] else EXIT_FAILED

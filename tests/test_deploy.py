@@ -343,6 +343,18 @@ def test_judge_names_each_criterion():
         judge(no_goal, CriteriaConfig(success_rate_min=0.5))
 
 
+def test_a_task_without_a_success_signal_prints_no_success_rate():
+    """Every table (report, CLI, bench/) prints "-", not 0.0%, where the env reports no success."""
+    from safecritic.deploy.baselines import behavior_runs_on_evaluation_episodes
+    from safecritic.deploy.report import success_cell
+    from safecritic.envs.rollout import summarize
+
+    hopper = summarize(behavior_runs_on_evaluation_episodes("safecritic/HopperVelocity-v0", "mixed", 2, 1000))
+    pointnav = summarize(behavior_runs_on_evaluation_episodes("safecritic/PointNav-v0", "cautious", 2, 1000))
+    assert not hopper["reports_success"] and success_cell(hopper) == "-"
+    assert pointnav["reports_success"] and success_cell(pointnav) == f"{100 * pointnav['success_rate']:.1f}%"
+
+
 def test_return_bar_of_a_behaviour_is_judged_on_the_same_episodes():
     """The relative return criterion compares with the behaviour on the evaluation's own seeds."""
     from safecritic.configs.schema import CriteriaConfig
