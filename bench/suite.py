@@ -321,8 +321,7 @@ def main() -> None:
             f"{r['normalized_cost']:.2f} [{r['normalized_cost_interval'][0]:.2f}, {r['normalized_cost_interval'][1]:.2f}]")
         spread = "" if "return_spread" not in r else f" [{r['return_spread'][0]:.2f}, {r['return_spread'][1]:.2f}]"
         table.append([r["task"], r["env"].split("/")[-1], r["controller"], f"{r['mean_return']:.2f}{spread}",
-                      f"{r['normalized_reward']:.3f}",
-                      success_cell(r),
+                      f"{r['normalized_reward']:.3f}", success_cell(r),
                       f"{r['accident_rate']:.1%} [{r['accident_low']:.1%}, {r['accident_upper']:.1%}]", cost_cell,
                       "yes" if r["safe"] else "**no**"])
     text = markdown_table(["task", "engine", "controller", "return [seeds' range]", "normalised reward", "success",
